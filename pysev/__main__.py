@@ -1,0 +1,8 @@
+"""Allow ``python -m pysev``."""
+
+import sys
+
+from pysev.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""The ``pysev`` command line tool.
+
+Each subcommand is one ``cmd_<name>(args)`` function returning the exit code,
+registered in :data:`SUBCOMMANDS` together with a function that adds its
+arguments.  Errors the user can act on are raised as :class:`CliError` and
+printed as one line, without a traceback.
+"""
+
+import argparse
+import sys
+import time
+
+from pysev import __version__
+
+# -d items, in the spirit of QEMU's -d option
+LOG_ITEMS = {
+    "in_asm": "show the guest assembly of each translated block",
+    "op": "show the Python source emitted for each translated block",
+}
+
+# exception vector mnemonics, for messages
+VECTOR_NAMES = {
+    0: "#DE", 1: "#DB", 2: "NMI", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM",
+    8: "#DF", 10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF", 16: "#MF",
+    17: "#AC", 18: "#MC", 19: "#XM", 20: "#VE", 21: "#CP", 28: "#HV", 29: "#VC", 30: "#SX",
+}
+
+# guest address that no program of ours reaches: used as emu_start's `until`
+# when the run should end only on HLT, an exception or an instruction limit
+NO_UNTIL = 0xFFFF_FFFF_FFFF_FFFF
+
+# the demo guest's memory layout
+DEMO_GUEST = "demo64"
+DEMO_BASE = 0x100000
+DEMO_SIZE = 0x100000          # 1 MiB: code, data and stack
+DEMO_STACK_TOP = DEMO_BASE + DEMO_SIZE
+COM1 = 0x3F8
+
+
+class CliError(Exception):
+    """An error reported as ``pysev: <message>`` with the given exit code."""
+
+    def __init__(self, message, exit_code=2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# -- helpers shared by the subcommands --------------------------------------
+
+def log_items_help():
+    width = max(len(name) for name in LOG_ITEMS)
+    lines = ["Log items (comma separated, for -d):"]
+    lines += [f"  {name:<{width}}  {text}" for name, text in LOG_ITEMS.items()]
+    return "\n".join(lines)
+
+
+def parse_log_items(text):
+    """Parse a -d argument into a tuple of item names.
+
+    Returns ``None`` for ``help``; raises :class:`CliError` for an unknown item.
+    """
+    if text is None:
+        return ()
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if "help" in items:
+        return None
+    for item in items:
+        if item not in LOG_ITEMS:
+            raise CliError(f"-d: unknown log item '{item}' (try -d help)")
+    return tuple(dict.fromkeys(items))  # drop duplicates, keep order
+
+
+def open_log(path):
+    """The stream for the -d log: the file *path*, or stderr when not given."""
+    if path is None:
+        return sys.stderr
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"-D: cannot open {path}: {exc.strerror}", 1) from None
+
+
+def stdout_sink():
+    """A callable writing guest bytes to stdout, unbuffered."""
+    sys.stdout.flush()
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is not None:
+        def emit(data):
+            buffer.write(data)
+            buffer.flush()
+    else:  # a text-only stdout (e.g. redirected in-process)
+        def emit(data):
+            sys.stdout.write(data.decode("latin-1"))
+            sys.stdout.flush()
+    return emit
+
+
+class TailTracker:
+    """Wraps a sink and remembers whether the last byte written was a newline."""
+
+    def __init__(self, emit):
+        self._emit = emit
+        self.at_line_start = True
+
+    def __call__(self, data):
+        if data:
+            self._emit(data)
+            self.at_line_start = data.endswith(b"\n")
+
+
+def describe_guest_exception(exc):
+    vector = exc.vector
+    name = VECTOR_NAMES.get(vector, "exception")
+    text = f"guest exception {name} (vector {vector}) at {exc.address:#x}"
+    if getattr(exc, "error_code", None) is not None:
+        text += f", error code {exc.error_code:#x}"
+    return text
+
+
+def add_engine_options(parser):
+    """Options of every subcommand that runs a guest."""
+    parser.add_argument("-d", metavar="ITEMS", dest="log_items",
+                        help="log the comma separated ITEMS (in_asm, op); -d help lists them")
+    parser.add_argument("-D", metavar="FILE", dest="log_file",
+                        help="write the -d log to FILE instead of stderr")
+    parser.add_argument("--max-insns", metavar="N", type=non_negative_int, default=0,
+                        help="stop after N guest instructions (default 0: no limit)")
+
+
+def non_negative_int(text):
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value
+
+
+# -- pysev demo ---------------------------------------------------------------
+
+def add_demo_parser(subparsers):
+    parser = subparsers.add_parser(
+        "demo", help="run the bundled 64-bit example guest",
+        description="Run the bundled 64-bit example guest, which prints through a "
+                    "16550 UART at port 0x3F8 to stdout, then show the instruction "
+                    "count and speed.")
+    add_engine_options(parser)
+    parser.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args):
+    debug = parse_log_items(args.log_items)
+    if debug is None:
+        print(log_items_help())
+        return 0
+
+    from pysev import guests
+    from pysev.api import Emulator, GuestException
+    from pysev.devices import PortBus, Serial16550
+
+    image = guests.load(DEMO_GUEST)
+    log = open_log(args.log_file)
+    try:
+        sink = TailTracker(stdout_sink())
+        bus = PortBus()
+        bus.register(Serial16550(sink), COM1)
+        emu = Emulator(mode=64, ports=bus, debug=debug, log=log)
+        emu.mem_map(DEMO_BASE, DEMO_SIZE)
+        emu.mem_write(DEMO_BASE, image)
+        emu.reg_write("rsp", DEMO_STACK_TOP)
+
+        print(f"pysev demo: running the bundled 64-bit guest {DEMO_GUEST}.bin "
+              f"({len(image)} bytes at {DEMO_BASE:#x}); its serial output follows", flush=True)
+        start = time.perf_counter()
+        try:
+            emu.emu_start(DEMO_BASE, NO_UNTIL, count=args.max_insns)
+        except GuestException as exc:
+            if not sink.at_line_start:
+                print(flush=True)
+            raise CliError(f"demo: {describe_guest_exception(exc)}", 1) from None
+        elapsed = time.perf_counter() - start
+    finally:
+        if log is not sys.stderr:
+            log.close()
+
+    if not sink.at_line_start:
+        print()
+    count = emu.insn_count
+    rate = count / elapsed if elapsed > 0 else float("inf")
+    print(f"pysev demo: {count} guest instructions in {elapsed:.3f} s ({rate:,.0f} instructions/s)")
+    reason = emu.stop_reason
+    if reason != "hlt":
+        rip = emu.reg_read("rip")
+        if reason == "count":
+            print(f"pysev demo: stopped at {rip:#x} after --max-insns {args.max_insns}, "
+                  f"before the guest halted", file=sys.stderr)
+        else:
+            raise CliError(f"demo: guest stopped at {rip:#x} ({reason}) without halting", 1)
+    return 0
+
+
+# -- main -------------------------------------------------------------------------
+
+# (name, function adding the subparser); the order is the order in --help
+SUBCOMMANDS = [
+    ("demo", add_demo_parser),
+]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="pysev",
+        description="pysev: a pure-Python, instruction-level model of an x86 CPU "
+                    "running AMD SEV guests.")
+    parser.add_argument("--version", action="version", version=f"pysev {__version__}")
+    subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    for _name, add_parser in SUBCOMMANDS:
+        add_parser(subparsers)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except CliError as exc:
+        sys.stdout.flush()
+        print(f"pysev: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        print("pysev: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

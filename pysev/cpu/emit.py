@@ -1,0 +1,354 @@
+"""The emitter context: turns one decoded instruction into Python statements.
+
+Each instruction family registers emitters with @emits("MNEMONIC", ...).
+An emitter reads operands as Python expressions, writes statements with
+e.line(), writes results back with e.write(), and records its flag effect
+with e.flags().  Rules that keep faults precise: every memory access (the
+only thing that can fault, besides explicit raises) comes before any
+register write, and flag locals are assigned last.
+"""
+
+from decoder.records import FS, GS
+from . import flags as F
+
+EMITTERS = {}
+
+
+def emits(*mnemonics):
+    def register(fn):
+        for m in mnemonics:
+            EMITTERS[m] = fn
+        return fn
+    return register
+
+
+def mask_of(size):
+    return (1 << (8 * size)) - 1
+
+
+def _wrap(expr):
+    if expr.isidentifier() or expr.isdigit() or expr.startswith("0x") and expr[2:].isalnum():
+        return expr
+    return f"({expr})"
+
+
+class Chunk:
+    """The statements of one instruction plus what the flag pass needs to know."""
+    __slots__ = ("ins", "lines", "flag_lines", "flag_full", "flag_reads_prior",
+                 "reads_flags", "may_fault", "store", "end", "lineno")
+
+    def __init__(self, ins):
+        self.ins = ins
+        self.lines = []
+        self.flag_lines = []          # droppable lazy-flag assignment, run last
+        self.flag_full = False        # flag_lines set all six flags
+        self.flag_reads_prior = False  # flag_lines use the previous flags
+        self.reads_flags = False      # main lines read flags (or set them conditionally)
+        self.may_fault = False
+        self.store = False
+        self.end = None               # block exit description, see Emitter.end_*
+        self.lineno = 0
+
+
+class Mode:
+    """What the translator needs to know about the CPU mode (part of the cache key)."""
+    __slots__ = ("bits", "stack", "long", "key", "lmask")
+
+    def __init__(self, bits, stack, long):
+        self.bits, self.stack, self.long = bits, stack, long
+        self.key = (bits, stack, long)
+        self.lmask = mask_of(8) if long else 0xFFFFFFFF
+
+
+class Emitter:
+    def __init__(self, mode):
+        self.mode = mode
+        self.fkind = None          # statically known flag kind (kind, size) or None
+        self.uses_flags = False
+        self.helpers = set()
+        self.chunk = None
+        self._ntmp = 0
+        self._addr_cache = {}
+        self.indent = 0            # extra 4-space levels for lines inside emitter ifs
+
+    # ---- bookkeeping -----------------------------------------------------------
+    def begin(self, ins):
+        self.chunk = Chunk(ins)
+        self._ntmp = 0
+        self._addr_cache = {}
+        self.indent = 0
+        return self.chunk
+
+    def tmp(self):
+        self._ntmp += 1
+        return f"t{self._ntmp}"
+
+    def line(self, text):
+        self.chunk.lines.append("    " * self.indent + text)
+
+    def fault_point(self):
+        self.chunk.may_fault = True
+
+    # ---- registers ---------------------------------------------------------------
+    @staticmethod
+    def reg_expr(reg):
+        n = reg.num
+        if reg.high:
+            return f"((R[{n}] >> 8) & 0xff)"
+        if reg.size == 8:
+            return f"R[{n}]"
+        return f"(R[{n}] & {mask_of(reg.size):#x})"
+
+    def set_reg(self, reg, expr):
+        n = reg.num
+        expr = _wrap(expr)
+        if reg.high:
+            self.line(f"R[{n}] = (R[{n}] & 0xffffffffffff00ff) | ({expr} << 8)")
+        elif reg.size >= 4:
+            self.line(f"R[{n}] = {expr}")
+        else:
+            keep = mask_of(8) & ~mask_of(reg.size)
+            self.line(f"R[{n}] = (R[{n}] & {keep:#x}) | {expr}")
+
+    def set_gpr(self, num, size, expr):
+        """Write a GPR by number at a size (no high-byte registers)."""
+        n = num
+        expr = _wrap(expr)
+        if size >= 4:
+            self.line(f"R[{n}] = {expr}")
+        else:
+            keep = mask_of(8) & ~mask_of(size)
+            self.line(f"R[{n}] = (R[{n}] & {keep:#x}) | {expr}")
+
+    @staticmethod
+    def gpr(num, size):
+        if size == 8:
+            return f"R[{num}]"
+        return f"(R[{num}] & {mask_of(size):#x})"
+
+    # ---- memory ------------------------------------------------------------------
+    def ea(self, mem):
+        """The effective address (offset within the segment) of a memory operand."""
+        if mem.base == "rip":
+            return f"{mem.disp:#x}"
+        parts = []
+        if mem.base is not None:
+            parts.append(f"R[{mem.base}]")
+        if mem.index is not None:
+            parts.append(f"R[{mem.index}]" if mem.scale == 1
+                         else f"R[{mem.index}] * {mem.scale}")
+        amask = mask_of(mem.asize)
+        disp = mem.disp & amask
+        if not parts:
+            return f"{disp:#x}"
+        if disp:
+            parts.append(f"{disp:#x}")
+        if len(parts) == 1 and mem.asize == 8:
+            return parts[0]
+        return f"(({' + '.join(parts)}) & {amask:#x})"
+
+    def linear(self, seg, ea):
+        """Linear address of segment:offset expression."""
+        if self.mode.long:
+            if seg in (FS, GS):
+                return f"((SB[{seg}] + {ea}) & 0xffffffffffffffff)"
+            return ea
+        return f"((SB[{seg}] + {ea}) & 0xffffffff)"
+
+    def addr(self, mem):
+        """Linear address of a memory operand, computed once per instruction."""
+        key = id(mem)
+        name = self._addr_cache.get(key)
+        if name is None:
+            expr = self.linear(mem.seg, self.ea(mem))
+            if expr.isidentifier() or expr.startswith("0x") or expr.startswith("R["):
+                if expr.startswith("R["):
+                    name = self.tmp()
+                    self.line(f"{name} = {expr}")
+                else:
+                    name = expr
+            else:
+                name = self.tmp()
+                self.line(f"{name} = {expr}")
+            self._addr_cache[key] = name
+        return name
+
+    def load(self, size, addr):
+        t = self.tmp()
+        self.fault_point()
+        self.line(f"{t} = rd{size}({addr})")
+        return t
+
+    def store(self, size, addr, value):
+        self.fault_point()
+        self.chunk.store = True
+        self.line(f"wr{size}({addr}, {value})")
+
+    # ---- operands ----------------------------------------------------------------
+    def read(self, op):
+        """Expression for an operand's value, masked to its size."""
+        k = op.kind
+        if k == "reg":
+            return self.reg_expr(op)
+        if k == "imm":
+            return f"{op.value:#x}"
+        if k == "mem":
+            return self.load(op.size, self.addr(op))
+        if k == "sreg":
+            return f"SEL[{op.num}]"
+        raise NotImplementedError(f"operand kind {k}")
+
+    def get(self, op):
+        """Like read, but the result is a simple name or literal (safe to reuse)."""
+        expr = self.read(op)
+        if expr.isidentifier() or expr.startswith("0x"):
+            return expr
+        t = self.tmp()
+        self.line(f"{t} = {expr}")
+        return t
+
+    def write(self, op, expr):
+        """Store a value (already masked to op.size) to a register or memory operand."""
+        k = op.kind
+        if k == "reg":
+            self.set_reg(op, expr)
+        elif k == "mem":
+            self.store(op.size, self.addr(op), expr)
+        else:
+            raise NotImplementedError(f"write to operand kind {k}")
+
+    # ---- flags -------------------------------------------------------------------
+    def _note_read(self):
+        self.uses_flags = True
+        self.chunk.reads_flags = True
+
+    def flags_word(self):
+        """Expression of the six arithmetic flags (EFLAGS bits), from the current state."""
+        self._note_read()
+        return self._flags_word()
+
+    def _flags_word(self):
+        self.uses_flags = True
+        if self.fkind is not None:
+            fo = F.fo_of(*self.fkind)
+            if self.fkind[0] == F.EFL:
+                return "fr"
+            return f"FLAGS[{fo}](fa, fb, fr)"
+        return "FLAGS[fo](fa, fb, fr)"
+
+    def cf(self):
+        """Expression for the current CF (truthy when set)."""
+        self._note_read()
+        return self._cf()
+
+    def _cf(self):
+        self.uses_flags = True
+        if self.fkind is not None:
+            e = F.cf_expr(*self.fkind)
+            if e is not None:
+                return e
+        return f"({self._flags_word()} & 1)"
+
+    def cond(self, cc):
+        """Expression true when condition code cc holds."""
+        self._note_read()
+        if self.fkind is not None:
+            e = F.cond_expr(self.fkind[0], self.fkind[1], cc)
+            if e is not None:
+                return e
+        return F.cond_generic_expr(cc, self._flags_word())
+
+    def flags(self, kind, size, a="0", b="0", r="0"):
+        """Record the lazy flag state an instruction leaves (all six flags written)."""
+        self.uses_flags = True
+        fo = F.fo_of(kind, size)
+        c = self.chunk
+        lines = [f"fo = {fo}"]
+        if kind not in (F.LOGIC, F.EFL):
+            lines.append(f"fa = {a}")
+            if kind not in (F.SHL, F.SAR, F.MUL):
+                lines.append(f"fb = {b}")
+        lines.append(f"fr = {r}")
+        c.flag_lines = ["; ".join(lines)]
+        c.flag_full = True
+        self.fkind = (kind, size)
+
+    def flags_keep_cf(self, kind, size, a, r):
+        """INC/DEC: like flags(), CF carried over from the previous state."""
+        self.uses_flags = True
+        fo = F.fo_of(kind, size)
+        c = self.chunk
+        cf = self._cf()
+        c.flag_lines = [f"fb = {cf}; fo = {fo}; fa = {a}; fr = {r}"]
+        c.flag_reads_prior = True
+        self.fkind = (kind, size)
+
+    def flags_merge(self, changed_mask, new_bits):
+        """Some flags change (changed_mask, EFLAGS bits), the rest keep their value."""
+        self.uses_flags = True
+        c = self.chunk
+        keep = F.ARITH_FLAGS & ~changed_mask
+        old = self._flags_word()
+        c.flag_lines = [f"fr = ({old} & {keep:#x}) | {_wrap(new_bits)}; fo = {F.fo_of(F.EFL, 8)}"]
+        c.flag_reads_prior = bool(keep)
+        c.flag_full = not keep
+        self.fkind = (F.EFL, 8)
+
+    def flags_inline(self, indent, kind, size, a="0", b="0", r="0"):
+        """Flag assignment inside conditional code the emitter writes itself.
+
+        The state after this instruction is then only known at run time.
+        """
+        self.uses_flags = True
+        fo = F.fo_of(kind, size)
+        self.chunk.reads_flags = True
+        pad = "    " * indent
+        self.line(f"{pad}fo = {fo}; fa = {a}; fb = {b}; fr = {r}")
+
+    def flags_dynamic(self):
+        """Declare that the flag kind after this instruction is known only at run time."""
+        self.uses_flags = True
+        self.chunk.reads_flags = True
+        self.fkind = None
+
+    # ---- block ends ------------------------------------------------------------------
+    def end_jump(self, target):
+        """Unconditional transfer to `target` (expression or int)."""
+        self.chunk.end = ("jump", target)
+
+    def end_branch(self, cond, target):
+        """Conditional transfer: to target when cond holds, else to the next instruction."""
+        self.chunk.end = ("branch", cond, target)
+
+    def end_here(self):
+        """End the block after this instruction, continuing at the next one."""
+        self.chunk.end = ("next",)
+
+    def end_halt(self):
+        self.chunk.end = ("halt",)
+
+    def raise_fault(self, vector, error_code=None, trap=False, detail=""):
+        self.fault_point()
+        ins = self.chunk.ins
+        nxt = f", next_ip={ins.next_ip:#x}" if trap else ""
+        det = f", detail={detail!r}" if detail else ""
+        self.line(f"raise GuestFault({vector}, {error_code!r}{nxt}{det})")
+        self.chunk.end = ("raise",)
+
+    def call_helper(self, name, *args, result=True, may_fault=True):
+        """A call to a run-time helper from pysev.cpu.helpers."""
+        self.helpers.add(name)
+        if may_fault:
+            self.fault_point()
+        call = f"{name}({', '.join(str(a) for a in args)})"
+        if result:
+            t = self.tmp()
+            self.line(f"{t} = {call}")
+            return t
+        self.line(call)
+        return None
+
+    # ---- instruction pointer helpers -----------------------------------------------
+    def ip_mask(self, osize):
+        """Mask for a new IP of operand size osize (IP wraps at 16 bits in 16-bit code)."""
+        return mask_of(8) if osize == 8 else mask_of(osize)

@@ -1,0 +1,280 @@
+"""The execution engine: memory access paths, the translation cache and the run loop."""
+
+from decoder import CodeCache, disassemble
+from pysev.mem import PAGE_SHIFT, PAGE_MASK, PAGE_SIZE, UNPACK, PACK
+
+from . import helpers
+from .faults import GuestFault
+from .state import CPUState
+from .translate import BASE_NAMESPACE, MAX_BLOCK, translate
+
+# One template gives the fast accessors for every size: a software TLB hit
+# (a dict from linear page to host offset) inside one page goes straight to
+# the memoryview; anything else takes the slow path.
+_ACCESS_TEMPLATE = '''
+def rd{n}(a):
+    h = TLB_R.get(a >> 12)
+    if h is not None:
+        o = a & 0xfff
+        if o <= {last}:
+            return U{n}(MV, h + o)[0]
+    return SLOW_READ(a, {n})
+
+def wr{n}(a, v):
+    h = TLB_W.get(a >> 12)
+    if h is not None:
+        o = a & 0xfff
+        if o <= {last}:
+            P{n}(MV, h + o, v)
+            return
+    SLOW_WRITE(a, {n}, v)
+'''
+
+
+class EngineError(RuntimeError):
+    """A defect in pysev itself met while running guest code (not a guest exception)."""
+
+
+class CPU(CPUState):
+    """A CPU wired to physical memory and an optional port-I/O bus."""
+
+    def __init__(self, mem, ports=None, cpuid=None, log=None, debug=()):
+        super().__init__()
+        self.mem = mem
+        self.ports = ports
+        self.cache = CodeCache()
+        self.cache.on_new_code_page = self._on_new_code_page
+        self.cache.on_clear = self._on_cache_clear
+        self.tlb_r = {}
+        self.tlb_w = {}
+        self.tlb_enabled = True
+        self.mem_hook = None          # callable(kind, addr, size, value) or None
+        self.smc = [False]
+        self.icount = 0
+        self.fast_blocks = {}         # IP -> block for the current CS base and mode
+        self.fast_context = None
+        self.exit_request = False
+        self.stop_requested = False
+        self.log = log
+        self.debug = frozenset(debug)
+        self.cpuid_fn = cpuid or helpers.default_cpuid
+        self.namespace = dict(BASE_NAMESPACE)
+        self.namespace.update(helpers.bind(self))
+        self.namespace.update(SMC=self.smc, SEL=self.seg_sel, TLB_R=self.tlb_r,
+                              TLB_W=self.tlb_w, SLOW_READ=self.slow_read,
+                              SLOW_WRITE=self.slow_write)
+        for n in (1, 2, 4, 8):
+            self.namespace[f"U{n}"] = UNPACK[n]
+            self.namespace[f"P{n}"] = PACK[n]
+            exec(_ACCESS_TEMPLATE.format(n=n, last=PAGE_SIZE - n), self.namespace)
+        self.namespace["rd16"] = self.read16
+        self.namespace["wr16"] = self.write16
+        mem.listeners.append(self._on_map_change)
+        self._on_map_change()
+
+    # ---- memory ------------------------------------------------------------------
+    def _on_map_change(self):
+        self.namespace["MV"] = self.mem.mv
+        self.flush_tlb()
+
+    def _on_new_code_page(self, page):
+        # a page that holds translated code must take the slow write path
+        self.tlb_w.clear()
+
+    def _on_cache_clear(self):
+        self.fast_blocks.clear()
+
+    def flush_tlb(self):
+        self.tlb_r.clear()
+        self.tlb_w.clear()
+
+    def set_tlb_enabled(self, enabled):
+        self.tlb_enabled = enabled
+        self.flush_tlb()
+
+    def linear_to_phys(self, lin, write=False):
+        """Paging comes with system mode; until then linear addresses are physical."""
+        return lin
+
+    def slow_read(self, a, size):
+        off = a & PAGE_MASK
+        if off + size > PAGE_SIZE:                 # crosses a page: byte by byte
+            value = 0
+            for i in range(size):
+                value |= self.slow_read(a + i, 1) << (8 * i)
+            return value
+        phys = self.linear_to_phys(a)
+        page = phys >> PAGE_SHIFT
+        host = self.mem.readable.get(page)
+        if host is not None:
+            value = UNPACK[size](self.mem.mv, host + (phys & PAGE_MASK))[0]
+            if self.tlb_enabled:
+                self.tlb_r[a >> PAGE_SHIFT] = host
+        else:
+            value = self.mem.read(phys, size)
+        if self.mem_hook is not None:
+            self.mem_hook("read", a, size, value)
+        return value
+
+    def slow_write(self, a, size, value):
+        off = a & PAGE_MASK
+        if off + size > PAGE_SIZE:
+            for i in range(size):
+                self.slow_write(a + i, 1, (value >> (8 * i)) & 0xFF)
+            return
+        if self.mem_hook is not None:
+            self.mem_hook("write", a, size, value)
+        phys = self.linear_to_phys(a, True)
+        page = phys >> PAGE_SHIFT
+        if self.cache.is_code_page(page):
+            self.mem.write(phys, size, value)
+            if self.cache.invalidate_page(page):
+                self.fast_blocks.clear()
+                self.smc[0] = True
+            return
+        host = self.mem.writable.get(page)
+        if host is not None:
+            PACK[size](self.mem.mv, host + (phys & PAGE_MASK), value)
+            if self.tlb_enabled:
+                self.tlb_w[a >> PAGE_SHIFT] = host
+        else:
+            self.mem.write(phys, size, value)
+
+    def read16(self, a):
+        ns = self.namespace
+        return ns["rd8"](a) | (ns["rd8"]((a + 8) & 0xFFFFFFFFFFFFFFFF) << 64)
+
+    def write16(self, a, v):
+        ns = self.namespace
+        ns["wr8"](a, v & 0xFFFFFFFFFFFFFFFF)
+        ns["wr8"]((a + 8) & 0xFFFFFFFFFFFFFFFF, v >> 64)
+
+    def read_linear(self, a, size):
+        return self.namespace[f"rd{size}"](a)
+
+    def write_linear(self, a, size, value):
+        self.namespace[f"wr{size}"](a, value)
+
+    def invalidate_code(self, phys, size):
+        """Drop translations of [phys, phys+size) after a write from outside the guest."""
+        first = phys >> PAGE_SHIFT
+        last = (phys + max(size, 1) - 1) >> PAGE_SHIFT
+        hit = False
+        for page in range(first, last + 1):
+            hit |= self.cache.invalidate_page(page)
+        if hit:
+            self.tlb_w.clear()
+            self.fast_blocks.clear()
+        return hit
+
+    # ---- translation ---------------------------------------------------------------
+    def code_linear(self, ip):
+        return (self.seg_base[1] + ip) & self.mode.lmask
+
+    def block_at(self, ip, max_insns=MAX_BLOCK, stop_at=None):
+        """The translated block starting at IP `ip` in the current mode (cached)."""
+        lin = self.code_linear(ip)
+        phys = self.linear_to_phys(lin)
+        key = (phys, ip, self.seg_base[1], self.mode.key, max_insns, stop_at)
+        blk = self.cache.get(key)
+        if blk is None:
+            limit = PAGE_SIZE - (lin & PAGE_MASK)
+            code = self._fetch_code(lin, limit + 15)
+            blk = translate(code, ip, self.mode, max_insns, limit, self.namespace,
+                            stop_at)
+            last = lin + (blk.end_ip - ip) - 1
+            pages = {phys >> PAGE_SHIFT}
+            if (last >> PAGE_SHIFT) != (lin >> PAGE_SHIFT):
+                pages.add(self.linear_to_phys(last) >> PAGE_SHIFT)
+            blk.pages = pages
+            blk.key = key
+            self.cache.put(key, blk, pages)
+            self._log_block(blk)
+        return blk
+
+    def _fetch_code(self, lin, n):
+        first = PAGE_SIZE - (lin & PAGE_MASK)
+        phys = self.linear_to_phys(lin)
+        if n <= first:
+            return self.mem.read_bytes(phys, n)
+        head = self.mem.read_bytes(phys, first)
+        nxt = self.linear_to_phys((lin + first) & self.mode.lmask)
+        return head + self.mem.read_bytes(nxt, n - first)
+
+    def _log_block(self, blk):
+        if not self.debug or self.log is None:
+            return
+        if "in_asm" in self.debug:
+            code = b"".join(i.raw for i in blk.insns)
+            self.log.write("IN:\n" + "\n".join(
+                disassemble(code, blk.start, self.mode.bits)) + "\n\n")
+        if "op" in self.debug:
+            self.log.write(f"OP (Python for block {blk.start:#x}):\n{blk.source}\n")
+
+    # ---- running -------------------------------------------------------------------
+    def run(self, limit, until=None, step_hook=None):
+        """Run at most `limit` instructions; stop before executing IP `until`.
+
+        Returns the stop reason: "until", "count", "hlt" or "stop".
+        GuestFault propagates with the state precise and self.icount exact.
+        """
+        done = 0
+        self.halted = False
+        self.stop_requested = False
+        self.exit_request = False
+        fast = self.fast_blocks
+        fast_get = fast.get
+        context = (self.seg_base[1], self.mode.key)
+        if context != self.fast_context:
+            fast.clear()
+            self.fast_context = context
+        try:
+            while done < limit:
+                rip = self.rip
+                if rip == until:
+                    return "until"
+                budget = limit - done
+                if step_hook is not None:
+                    step_hook(rip)
+                    if self.stop_requested:
+                        return "stop"
+                    budget = 1
+                blk = fast_get(rip)
+                if blk is None:
+                    blk = fast[rip] = self.block_at(rip)
+                if blk.n > budget or (until is not None and (
+                        blk.start < until < blk.end_ip or (blk.loops and until == blk.start))):
+                    blk, budget = self._limited_block(blk, rip, budget, until)
+                try:
+                    done += blk.fn(self, budget)
+                except GuestFault:
+                    done += self.fault_count
+                    raise
+                except Exception as exc:
+                    done += self.fault_count
+                    raise EngineError(
+                        f"internal error at {self.rip:#x} while running translated block "
+                        f"{blk.start:#x}: {type(exc).__name__}: {exc}") from exc
+                if self.exit_request:
+                    if self.halted:
+                        return "hlt"
+                    if self.stop_requested:
+                        return "stop"
+                    self.exit_request = False
+                    context = (self.seg_base[1], self.mode.key)
+                    if context != self.fast_context:
+                        fast.clear()
+                        self.fast_context = context
+            return "until" if self.rip == until else "count"
+        finally:
+            self.icount += done
+
+    def _limited_block(self, blk, rip, budget, until):
+        """A shorter variant of blk that respects the budget and stops before `until`."""
+        if blk.n > budget:
+            blk = self.block_at(rip, budget)
+        if until is not None and blk.start < until < blk.end_ip:
+            blk = self.block_at(rip, blk.n, until)
+        if blk.loops and until == blk.start:
+            budget = blk.n
+        return blk, budget
