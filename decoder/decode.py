@@ -38,6 +38,10 @@ def _build_register_table():
             size = info.size
             if _R.AH <= value <= _R.BH:          # AH CH DH BH: bits 15:8 of RAX..RBX
                 table[value] = Reg(value - _R.AH, 1, True, lname)
+            elif size == 1:
+                # iced numbers byte registers AL..BL, AH..BH, SPL..DIL, R8L..R15L
+                num = info.number if info.number < 4 else info.number - 4
+                table[value] = Reg(num, 1, False, lname)
             else:
                 table[value] = Reg(info.number, size, False, lname)
         elif _R.ES <= value <= _R.GS:

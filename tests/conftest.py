@@ -6,7 +6,8 @@
   the mode and the nasm version).
 * ``run_code(src, mode=64, regs=..., mem=..., flags=...)``: build an Emulator
   with the standard memory layout below, load the code at ``CODE``, run it to
-  the end of the code and return the emulator.
+  the end of the code and return the emulator.  A ``hlt`` byte is placed right
+  after the code (so block translation stops there); it is never executed.
 * ``run_fault(...)``: like ``run_code`` but the run must raise GuestException;
   returns ``(emu, exc)``.
 * ``flags_of(emu)`` / ``assert_flags(emu, {"CF": 1, ...})``.
@@ -139,7 +140,16 @@ def setup(src, mode=64, regs=None, mem=None, flags=None, emu=None, **kw):
     assert len(code) <= CODE_MAX, "test code too large"
     if emu is None:
         emu = make_emu(mode, **kw)
-    emu.mem_write(CODE, code)
+    try:
+        loaded = emu._pysev_test_loaded
+    except AttributeError:
+        loaded = None
+    if loaded != code:
+        emu.mem_write(CODE, code + b"\xf4")
+        try:
+            emu._pysev_test_loaded = code
+        except AttributeError:
+            pass
     if mode == 16:
         for s in ("cs", "ds", "es", "ss"):
             emu.reg_write(s, 0)
@@ -171,6 +181,8 @@ def run_code(src, mode=64, regs=None, mem=None, flags=None, until=None, count=No
     if count is None:
         emu.emu_start(CODE, stop, count=MAX_INSNS)
         assert emu.stop_reason in ("until", "hlt"), f"stopped because of {emu.stop_reason!r}"
+        if emu.stop_reason == "hlt":
+            assert emu.reg_read("rip" if mode == 64 else "eip") != end + 1, "ran past the end of the code"
     else:
         emu.emu_start(CODE, stop, count=count)
     return emu
@@ -219,6 +231,35 @@ def flags_value(set_flags):
 
 def mask(bits):
     return (1 << bits) - 1
+
+
+# condition code -> 32-bit truth table; bit i is the condition's value when
+# CF, PF, ZF, SF, OF = bits 0, 1, 2, 3, 4 of i.
+CC = {
+    "o": 0xffff0000,
+    "no": 0x0000ffff,
+    "b": 0xaaaaaaaa,
+    "ae": 0x55555555,
+    "e": 0xf0f0f0f0,
+    "ne": 0x0f0f0f0f,
+    "be": 0xfafafafa,
+    "a": 0x05050505,
+    "s": 0xff00ff00,
+    "ns": 0x00ff00ff,
+    "p": 0xcccccccc,
+    "np": 0x33333333,
+    "l": 0x00ffff00,
+    "ge": 0xff0000ff,
+    "le": 0xf0fffff0,
+    "g": 0x0f00000f,
+}
+ALIASES = {"c": "b", "nae": "b", "nb": "ae", "nc": "ae", "z": "e", "nz": "ne", "na": "be", "nbe": "a",
+           "pe": "p", "po": "np", "nge": "l", "nl": "ge", "ng": "le", "nle": "g"}
+
+
+def combo_flags(i):
+    names = [n for k, n in enumerate(("CF", "PF", "ZF", "SF", "OF")) if (i >> k) & 1]
+    return flags_value(names)
 
 
 # --------------------------------------------------------------------------- fixtures

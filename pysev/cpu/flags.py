@@ -185,7 +185,9 @@ def cond_expr(kind, size, cc):
         e = cond_generic_expr(base, "fr")
     if e is None:
         return None
-    return f"not {e}" if neg else e
+    if neg:
+        return e[4:] if e.startswith("not ") else f"not {e}"
+    return e
 
 
 def cf_expr(kind, size):

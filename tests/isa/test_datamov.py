@@ -3,38 +3,9 @@ bswap, cbw/cwde/cdqe/cwd/cdq/cqo, flag instructions, lahf/sahf, xlat."""
 
 import pytest
 
-from conftest import DATA, STATUS, assert_flags, flags_value, make_emu, mask, run_code
+from conftest import ALIASES, CC, DATA, STATUS, assert_flags, combo_flags, flags_value, make_emu, run_code
 
 J = 0x1122334455667788  # junk upper bits
-
-# condition code -> 32-bit truth table; bit i is the condition's value when
-# CF, PF, ZF, SF, OF = bits 0, 1, 2, 3, 4 of i.
-CC = {
-    "o": 0xffff0000,
-    "no": 0x0000ffff,
-    "b": 0xaaaaaaaa,
-    "ae": 0x55555555,
-    "e": 0xf0f0f0f0,
-    "ne": 0x0f0f0f0f,
-    "be": 0xfafafafa,
-    "a": 0x05050505,
-    "s": 0xff00ff00,
-    "ns": 0x00ff00ff,
-    "p": 0xcccccccc,
-    "np": 0x33333333,
-    "l": 0x00ffff00,
-    "ge": 0xff0000ff,
-    "le": 0xf0fffff0,
-    "g": 0x0f00000f,
-}
-ALIASES = {"c": "b", "nae": "b", "nb": "ae", "nc": "ae", "z": "e", "nz": "ne", "na": "be", "nbe": "a",
-           "pe": "p", "po": "np", "nge": "l", "nl": "ge", "ng": "le", "nle": "g"}
-
-
-def combo_flags(i):
-    names = [n for k, n in enumerate(("CF", "PF", "ZF", "SF", "OF")) if (i >> k) & 1]
-    return flags_value(names)
-
 
 # ----------------------------------------------------------------------------- setcc / cmovcc
 

@@ -1,6 +1,7 @@
 """The README's examples are real: its Python example runs, and CI runs its test command."""
 
 import contextlib
+import importlib.util
 import io
 import pathlib
 import re
@@ -58,3 +59,15 @@ def test_ci_script_installs_nasm_and_fails_fast():
 def test_demo_command_is_documented():
     blocks = fenced_blocks(section(README, "Quick start"), "sh")
     assert "python3 -m pip install -e . && pysev demo" in [b.strip() for b in blocks]
+
+
+def test_demo_sample_output_matches_the_guest():
+    spec = importlib.util.spec_from_file_location("_cli_tests", pathlib.Path(__file__).with_name("test_cli.py"))
+    cli_tests = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli_tests)
+    GUEST_LINES, HEADER = cli_tests.GUEST_LINES, cli_tests.HEADER
+    sample = section(README, "Quick start")
+    assert HEADER in sample.splitlines()
+    lines = sample.splitlines()
+    start = lines.index(HEADER)
+    assert lines[start + 1:start + 1 + len(GUEST_LINES)] == GUEST_LINES

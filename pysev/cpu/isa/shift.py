@@ -18,6 +18,19 @@ def _count(e, op, size):
     return None, c
 
 
+def _zero_extends(op):
+    """A 32-bit register destination loses its upper half even when the count is zero
+    (as on hardware, Bochs and QEMU), although nothing else changes."""
+    return op.kind == "reg" and op.size == 4
+
+
+def _count_zero(e, dst):
+    if dst.kind == "mem":
+        e.read(dst)                        # the access still happens (and may fault)
+    elif _zero_extends(dst):
+        e.write(dst, e.read(dst))
+
+
 def _shift_exprs(kind, size, v, c):
     """(result, fa) expressions for a shift of v by c (c >= 1)."""
     m = mask_of(size)
@@ -38,8 +51,7 @@ def shift(e, ins):
     fkind = F.SHL if kind == "SHL" else F.SAR
     static, dyn = _count(e, cnt, size)
     if static == 0:
-        if dst.kind == "mem":
-            e.read(dst)                    # the access still happens (and may fault)
+        _count_zero(e, dst)
         return
     v = e.get(dst)
     if static is not None:
@@ -58,6 +70,9 @@ def shift(e, ins):
     e.write(dst, r)
     e.flags_inline(0, fkind, size, a=fa, r=r)
     e.indent -= 1
+    if _zero_extends(dst):
+        e.line("else:")
+        e.line(f"    R[{dst.num}] = {v}")
     e.flags_dynamic()
 
 
@@ -68,6 +83,9 @@ def _merge_result(e, dst, t):
     e.write(dst, f"{t}[0]")
     e.line(f"fo = {F.fo_of(F.EFL, 8)}; fr = {t}[1]")
     e.indent -= 1
+    if _zero_extends(dst):
+        e.line("else:")
+        e.line(f"    R[{dst.num}] = {e.read(dst)}")
     e.flags_dynamic()
 
 
@@ -77,8 +95,7 @@ def rotate(e, ins):
     size = dst.size
     static, dyn = _count(e, cnt, size)
     if static == 0:
-        if dst.kind == "mem":
-            e.read(dst)
+        _count_zero(e, dst)
         return
     v = e.get(dst)
     c = static if static is not None else dyn
@@ -99,8 +116,7 @@ def shift_double(e, ins):
     size = dst.size
     static, dyn = _count(e, cnt, size)
     if static == 0:
-        if dst.kind == "mem":
-            e.read(dst)
+        _count_zero(e, dst)
         return
     v = e.get(dst)
     s = e.get(src)
