@@ -84,17 +84,20 @@ class Emulator:
         self.mem = PhysMem()
         self.cpu = CPU(self.mem, ports=ports, log=log or sys.stderr, debug=debug)
         cpu = self.cpu
-        if mode == 16:
-            cpu.cr0 = 0x60000010
-            cpu.set_mode(16)
-        elif mode == 32:
-            cpu.cr0 = 0x60000011                 # protected mode, flat segments
-            cpu.set_mode(32)
-        else:
-            cpu.cr0 = 0xE0000011
+        # Exceptions are reported to the caller (GuestException), not delivered.
+        # Like unicorn, linear addresses are physical in every mode: the
+        # 64-bit mode here is long mode with an identity map and no page tables.
+        cpu.deliver_exceptions = False
+        flat = {16: 0x9300, 32: 0xC09300, 64: 0xC09300}[mode]
+        code = {16: 0x9B00, 32: 0xC09B00, 64: 0xA09B00}[mode]
+        for seg in range(6):
+            cpu.set_segment(seg, 0, 0, 0xFFFF if mode == 16 else 0xFFFFFFFF, flat)
+        cpu.seg_attr[CS] = code
+        cpu.cr0 = {16: 0x60000010, 32: 0x60000011, 64: 0xE0000011}[mode]
+        if mode == 64:
             cpu.cr4 = 0x20
             cpu.efer = 0x500                     # LME and LMA
-            cpu.set_mode(64)
+        cpu.update_mode()
         self._hooks = {HOOK_CODE: [], HOOK_MEM_READ: [], HOOK_MEM_WRITE: []}
         self.stop_reason = None
 

@@ -10,7 +10,15 @@
   after the code (so block translation stops there); it is never executed.
 * ``run_fault(...)``: like ``run_code`` but the run must raise GuestException;
   returns ``(emu, exc)``.
-* ``flags_of(emu)`` / ``assert_flags(emu, {"CF": 1, ...})``.
+* ``flags_of(emu)`` / ``assert_flags(emu, {"CF": 1, ...})``; ``expect_flags("CF ZF",
+  defined)`` turns a "flags set" string into such a dict; ``flags_value("CF ZF")``
+  gives an rflags value.  ``GUEST_FLAGS`` + ``assert_guest_flags`` check the
+  flags as the guest itself sees them (pushfq / setcc in a following block).
+* ``CC``: truth tables of the 16 condition codes over CF/PF/ZF/SF/OF.
+
+``run_code(..., emu=emu)`` reuses an emulator (much faster for loops over
+inputs); the code is only rewritten when it differs from what the helper last
+loaded, so do not reuse an emulator for code that modifies itself.
 
 Standard memory layout (identical in all modes, all below 64 KiB so that
 16-bit code with zero segment bases can reach everything)::
@@ -260,6 +268,33 @@ ALIASES = {"c": "b", "nae": "b", "nb": "ae", "nc": "ae", "z": "e", "nz": "ne", "
 def combo_flags(i):
     names = [n for k, n in enumerate(("CF", "PF", "ZF", "SF", "OF")) if (i >> k) & 1]
     return flags_value(names)
+
+
+# Code appended after an instruction under test so that the *guest* observes
+# the flags: pushfq in the same block, then setcc in the next block (after a
+# jump), which exercises the flag consumers of the translator rather than
+# only emu.reg_read("rflags").
+GUEST_FLAGS = """
+    pushfq
+    pop r15
+    jmp short __gf_next
+__gf_next:
+    setc r8b
+    seto r9b
+    setz r10b
+    sets r11b
+    setp r12b
+"""
+GUEST_FLAG_REGS = {"CF": "r8b", "OF": "r9b", "ZF": "r10b", "SF": "r11b", "PF": "r12b"}
+
+
+def assert_guest_flags(emu, expected):
+    """check flags captured by GUEST_FLAGS (64-bit mode)."""
+    pushed = flag_dict(emu.reg_read("r15"), expected.keys())
+    assert pushed == dict(expected), f"pushfq flags: got {pushed}, expected {dict(expected)}"
+    got = {n: emu.reg_read(GUEST_FLAG_REGS[n]) for n in expected if n in GUEST_FLAG_REGS}
+    exp = {n: v for n, v in expected.items() if n in GUEST_FLAG_REGS}
+    assert got == exp, f"setcc flags: got {got}, expected {exp}"
 
 
 # --------------------------------------------------------------------------- fixtures

@@ -52,12 +52,16 @@ class Chunk:
 
 class Mode:
     """What the translator needs to know about the CPU mode (part of the cache key)."""
-    __slots__ = ("bits", "stack", "long", "key", "lmask")
+    __slots__ = ("bits", "stack", "long", "key", "lmask", "cpl", "pe")
 
-    def __init__(self, bits, stack, long):
+    def __init__(self, bits, stack, long, cpl=0, pe=False):
         self.bits, self.stack, self.long = bits, stack, long
-        self.key = (bits, stack, long)
+        self.cpl, self.pe = cpl, pe
+        self.key = (bits, stack, long, cpl, pe)
         self.lmask = mask_of(8) if long else 0xFFFFFFFF
+
+    def __repr__(self):
+        return f"<Mode {self.bits}-bit stack={self.stack * 8} cpl={self.cpl}{' pe' if self.pe else ''}>"
 
 
 class Emitter:
@@ -304,6 +308,18 @@ class Emitter:
         self.chunk.reads_flags = True
         pad = "    " * indent
         self.line(f"{pad}fo = {fo}; fa = {a}; fb = {b}; fr = {r}")
+
+    def sync_flags_out(self):
+        """Store the lazy flags into the CPU before a helper that reads EFLAGS."""
+        self._note_read()
+        self.line("cpu.fo = fo; cpu.fa = fa; cpu.fb = fb; cpu.fr = fr")
+
+    def sync_flags_in(self):
+        """Reload the lazy flags after a helper that changed EFLAGS."""
+        self.uses_flags = True
+        self.chunk.reads_flags = True
+        self.line("fo = cpu.fo; fa = cpu.fa; fb = cpu.fb; fr = cpu.fr")
+        self.fkind = None
 
     def flags_dynamic(self):
         """Declare that the flag kind after this instruction is known only at run time."""

@@ -2,10 +2,12 @@
 
 from decoder import CodeCache, disassemble
 from pysev.mem import PAGE_SHIFT, PAGE_MASK, PAGE_SIZE, UNPACK, PACK
+from pysev.mem.paging import walk, PageFault, ACCESS_READ, ACCESS_WRITE, ACCESS_FETCH
 
 from . import helpers
-from .faults import GuestFault
+from .faults import GuestFault, PF
 from .state import CPUState
+from .system import SystemMixin, TripleFault, AC
 from .translate import BASE_NAMESPACE, MAX_BLOCK, translate
 
 # One template gives the fast accessors for every size: a software TLB hit
@@ -35,23 +37,25 @@ class EngineError(RuntimeError):
     """A defect in pysev itself met while running guest code (not a guest exception)."""
 
 
-class CPU(CPUState):
+class CPU(CPUState, SystemMixin):
     """A CPU wired to physical memory and an optional port-I/O bus."""
 
     def __init__(self, mem, ports=None, cpuid=None, log=None, debug=()):
         super().__init__()
+        self.tlb_r = {}
+        self.tlb_w = {}
+        self.tlb_global = set()
+        self.fast_blocks = {}         # IP -> block for the current CS base and mode
+        self.init_system()
         self.mem = mem
         self.ports = ports
         self.cache = CodeCache()
         self.cache.on_new_code_page = self._on_new_code_page
         self.cache.on_clear = self._on_cache_clear
-        self.tlb_r = {}
-        self.tlb_w = {}
         self.tlb_enabled = True
         self.mem_hook = None          # callable(kind, addr, size, value) or None
         self.smc = [False]
         self.icount = 0
-        self.fast_blocks = {}         # IP -> block for the current CS base and mode
         self.fast_context = None
         self.exit_request = False
         self.stop_requested = False
@@ -84,28 +88,56 @@ class CPU(CPUState):
     def _on_cache_clear(self):
         self.fast_blocks.clear()
 
-    def flush_tlb(self):
-        self.tlb_r.clear()
-        self.tlb_w.clear()
+    def flush_tlb(self, everything=True):
+        """Drop TLB entries: all, or (CR3 write) all but global pages."""
+        if everything or not self.tlb_global:
+            self.tlb_r.clear()
+            self.tlb_w.clear()
+            self.tlb_global.clear()
+        else:
+            keep = self.tlb_global
+            for tlb in (self.tlb_r, self.tlb_w):
+                for page in [p for p in tlb if p not in keep]:
+                    del tlb[page]
+        self.fast_blocks.clear()
+
+    def flush_tlb_page(self, lin):
+        page = lin >> PAGE_SHIFT
+        self.tlb_r.pop(page, None)
+        self.tlb_w.pop(page, None)
+        self.tlb_global.discard(page)
+        self.fast_blocks.clear()
 
     def set_tlb_enabled(self, enabled):
         self.tlb_enabled = enabled
         self.flush_tlb()
 
-    def linear_to_phys(self, lin, write=False):
-        """Paging comes with system mode; until then linear addresses are physical."""
-        return lin
+    def linear_to_phys(self, lin, access=ACCESS_READ, implicit=False):
+        """Translate a linear address; a failed walk raises the guest's #PF."""
+        cfg = self.paging
+        if not cfg.levels:
+            return lin & 0xFFFFFFFF if not self.mode.long else lin
+        user = self.cpl == 3 and not implicit
+        try:
+            phys, _private, glob = walk(self.mem, self.cr3, lin, access, user, cfg,
+                                        bool(self.eflags_rest & AC))
+        except PageFault as pf:
+            raise GuestFault(PF, pf.error_code, cr2=lin, detail=pf.reason) from None
+        if glob and self.cr4 & 0x80 and not implicit:
+            self.tlb_global.add(lin >> PAGE_SHIFT)
+        return phys
 
     def slow_read(self, a, size):
         off = a & PAGE_MASK
-        if off + size > PAGE_SIZE:                 # crosses a page: byte by byte
-            value = 0
-            for i in range(size):
-                value |= self.slow_read(a + i, 1) << (8 * i)
-            return value
+        if off + size > PAGE_SIZE:                 # crosses a page: check both, then read
+            first = PAGE_SIZE - off
+            lo = self.slow_read(a, first) if first in (1, 2, 4, 8) else self._bytes_read(a, first)
+            rest = size - first
+            nxt = (a + first) & self.mode.lmask
+            hi = self.slow_read(nxt, rest) if rest in (1, 2, 4, 8) else self._bytes_read(nxt, rest)
+            return lo | (hi << (8 * first))
         phys = self.linear_to_phys(a)
-        page = phys >> PAGE_SHIFT
-        host = self.mem.readable.get(page)
+        host = self.mem.readable.get(phys >> PAGE_SHIFT)
         if host is not None:
             value = UNPACK[size](self.mem.mv, host + (phys & PAGE_MASK))[0]
             if self.tlb_enabled:
@@ -116,15 +148,26 @@ class CPU(CPUState):
             self.mem_hook("read", a, size, value)
         return value
 
+    def _bytes_read(self, a, n):
+        return sum(self.slow_read(a + i, 1) << (8 * i) for i in range(n))
+
     def slow_write(self, a, size, value):
         off = a & PAGE_MASK
         if off + size > PAGE_SIZE:
+            # translate both pages first so a fault on the second writes nothing
+            first = PAGE_SIZE - off
+            nxt = (a + first) & self.mode.lmask
+            self.linear_to_phys(a, ACCESS_WRITE)
+            self.linear_to_phys(nxt, ACCESS_WRITE)
             for i in range(size):
-                self.slow_write(a + i, 1, (value >> (8 * i)) & 0xFF)
+                self.slow_write((a + i) & self.mode.lmask, 1, (value >> (8 * i)) & 0xFF)
             return
         if self.mem_hook is not None:
             self.mem_hook("write", a, size, value)
-        phys = self.linear_to_phys(a, True)
+        phys = self.linear_to_phys(a, ACCESS_WRITE)
+        self._phys_write(phys, size, value, a)
+
+    def _phys_write(self, phys, size, value, lin=None):
         page = phys >> PAGE_SHIFT
         if self.cache.is_code_page(page):
             self.mem.write(phys, size, value)
@@ -135,10 +178,24 @@ class CPU(CPUState):
         host = self.mem.writable.get(page)
         if host is not None:
             PACK[size](self.mem.mv, host + (phys & PAGE_MASK), value)
-            if self.tlb_enabled:
-                self.tlb_w[a >> PAGE_SHIFT] = host
+            if self.tlb_enabled and lin is not None:
+                self.tlb_w[lin >> PAGE_SHIFT] = host
         else:
             self.mem.write(phys, size, value)
+
+    def read_linear_implicit(self, lin, size):
+        """A supervisor access the CPU makes itself (descriptor tables, TSS); no TLB fill."""
+        value = 0
+        for i in range(size):
+            phys = self.linear_to_phys((lin + i) & self.mode.lmask, ACCESS_READ, True)
+            value |= self.mem.read(phys, 1) << (8 * i)
+        return value
+
+    def write_linear_implicit(self, lin, size, value):
+        physs = [self.linear_to_phys((lin + i) & self.mode.lmask, ACCESS_WRITE, True)
+                 for i in range(size)]
+        for i, phys in enumerate(physs):
+            self._phys_write(phys, 1, (value >> (8 * i)) & 0xFF)
 
     def read16(self, a):
         ns = self.namespace
@@ -174,18 +231,23 @@ class CPU(CPUState):
     def block_at(self, ip, max_insns=MAX_BLOCK, stop_at=None):
         """The translated block starting at IP `ip` in the current mode (cached)."""
         lin = self.code_linear(ip)
-        phys = self.linear_to_phys(lin)
+        phys = self.linear_to_phys(lin, ACCESS_FETCH)
         key = (phys, ip, self.seg_base[1], self.mode.key, max_insns, stop_at)
         blk = self.cache.get(key)
         if blk is None:
             limit = PAGE_SIZE - (lin & PAGE_MASK)
+            self._fetch_fault_at = None
             code = self._fetch_code(lin, limit + 15)
+            if self._fetch_fault_at is not None and len(code) < 15:
+                # the very first instruction runs into a page that cannot be fetched
+                if not self._first_insn_fits(code, ip):
+                    self.linear_to_phys(self._fetch_fault_at, ACCESS_FETCH)
             blk = translate(code, ip, self.mode, max_insns, limit, self.namespace,
-                            stop_at)
+                            stop_at, truncated=self._fetch_fault_at is not None)
             last = lin + (blk.end_ip - ip) - 1
             pages = {phys >> PAGE_SHIFT}
             if (last >> PAGE_SHIFT) != (lin >> PAGE_SHIFT):
-                pages.add(self.linear_to_phys(last) >> PAGE_SHIFT)
+                pages.add(self.linear_to_phys(last & self.mode.lmask, ACCESS_FETCH) >> PAGE_SHIFT)
             blk.pages = pages
             blk.key = key
             self.cache.put(key, blk, pages)
@@ -193,13 +255,24 @@ class CPU(CPUState):
         return blk
 
     def _fetch_code(self, lin, n):
+        """Code bytes from lin on; stops at the page end when the next page cannot be fetched
+        (the instruction that crosses into it then faults when it is reached)."""
         first = PAGE_SIZE - (lin & PAGE_MASK)
-        phys = self.linear_to_phys(lin)
+        phys = self.linear_to_phys(lin, ACCESS_FETCH)
         if n <= first:
             return self.mem.read_bytes(phys, n)
         head = self.mem.read_bytes(phys, first)
-        nxt = self.linear_to_phys((lin + first) & self.mode.lmask)
+        try:
+            nxt = self.linear_to_phys((lin + first) & self.mode.lmask, ACCESS_FETCH)
+        except GuestFault:
+            self._fetch_fault_at = (lin + first) & self.mode.lmask
+            return head
         return head + self.mem.read_bytes(nxt, n - first)
+
+    def _first_insn_fits(self, code, ip):
+        from decoder import decode_one
+        ins = decode_one(code + bytes(15), ip, self.mode.bits)
+        return not ins.invalid and ins.length <= len(code)
 
     def _log_block(self, blk):
         if not self.debug or self.log is None:
@@ -239,35 +312,51 @@ class CPU(CPUState):
                     if self.stop_requested:
                         return "stop"
                     budget = 1
-                blk = fast_get(rip)
-                if blk is None:
-                    blk = fast[rip] = self.block_at(rip)
-                if blk.n > budget or (until is not None and (
-                        blk.start < until < blk.end_ip or (blk.loops and until == blk.start))):
-                    blk, budget = self._limited_block(blk, rip, budget, until)
+                self.fault_count = 0
                 try:
+                    blk = fast_get(rip)
+                    if blk is None:
+                        blk = fast[rip] = self.block_at(rip)
+                    if blk.n > budget or (until is not None and (
+                            blk.start < until < blk.end_ip or (blk.loops and until == blk.start))):
+                        blk, budget = self._limited_block(blk, rip, budget, until)
                     done += blk.fn(self, budget)
-                except GuestFault:
+                except GuestFault as fault:
                     done += self.fault_count
-                    raise
+                    if fault.next_ip is not None:
+                        done += 1                 # a trap: its instruction completed
+                    if not self.deliver_exceptions:
+                        raise
+                    try:
+                        self.deliver(fault.vector, fault.error_code, fault.next_ip is not None,
+                                     fault.next_ip, fault.cr2)
+                    except TripleFault:
+                        return "triple-fault"
+                    fast_get = self._refresh_fast()
+                    continue
                 except Exception as exc:
                     done += self.fault_count
                     raise EngineError(
-                        f"internal error at {self.rip:#x} while running translated block "
-                        f"{blk.start:#x}: {type(exc).__name__}: {exc}") from exc
+                        f"internal error at {self.rip:#x} while running translated code: "
+                        f"{type(exc).__name__}: {exc}") from exc
                 if self.exit_request:
                     if self.halted:
                         return "hlt"
                     if self.stop_requested:
                         return "stop"
                     self.exit_request = False
-                    context = (self.seg_base[1], self.mode.key)
-                    if context != self.fast_context:
-                        fast.clear()
-                        self.fast_context = context
+                    fast_get = self._refresh_fast()
             return "until" if self.rip == until else "count"
         finally:
             self.icount += done
+
+    def _refresh_fast(self):
+        """The IP -> block dict is only valid for one CS base and mode."""
+        context = (self.seg_base[1], self.mode.key)
+        if context != self.fast_context:
+            self.fast_blocks.clear()
+            self.fast_context = context
+        return self.fast_blocks.get
 
     def _limited_block(self, blk, rip, budget, until):
         """A shorter variant of blk that respects the budget and stops before `until`."""

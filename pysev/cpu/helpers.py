@@ -218,24 +218,11 @@ def bind(cpu):
         if cpu.ports is not None:
             cpu.ports.write(port, size, value)
 
-    # ---- segments and EFLAGS ---------------------------------------------------------------------
-    @helper
-    def load_seg(seg, selector):
-        # Real mode: base = selector * 16.  Descriptor loads come with protected mode.
-        cpu.seg_sel[seg] = selector & 0xFFFF
-        if not cpu.cr0 & 1:
-            cpu.seg_base[seg] = (selector & 0xFFFF) << 4
-
-    @helper
-    def df_step(size):
-        return -size if cpu.eflags_rest & 0x400 else size
-
-    @helper
-    def set_rest_flags(value, size):
-        writable = 0x3F7FD5 & ~ARITH_FLAGS
-        if size == 2:
-            writable &= 0xFFFF
-        cpu.eflags_rest = (cpu.eflags_rest & ~writable) | (value & writable) | 2
+    # ---- system methods that translated code calls directly ------------------------------
+    for name in ("load_seg", "far_jmp", "far_call", "far_ret", "iret", "write_cr", "read_cr",
+                 "rdmsr", "wrmsr", "lldt", "ltr", "selector_info", "syscall", "sysret",
+                 "sysenter", "sysexit", "swapgs", "check_io", "write_eflags", "flush_tlb_page"):
+        ns[name] = getattr(cpu, name)
 
     @helper
     def rest_flags():

@@ -57,13 +57,15 @@ class CPUState:
         return bool(self.eflags_rest & 0x400)
 
     # ---- modes -------------------------------------------------------------------
-    def set_mode(self, bits, stack=None, long=None):
-        """Set the code size (16/32/64) and stack size the translator assumes."""
+    def set_mode(self, bits, stack=None, long=None, cpl=0, pe=None):
+        """Set the code size (16/32/64), stack size and privilege the translator assumes."""
         if long is None:
             long = bits == 64
         if stack is None:
             stack = 8 if long else bits // 8
-        self.mode = Mode(bits, stack, long)
+        if pe is None:
+            pe = bool(self.cr0 & 1)
+        self.mode = Mode(bits, stack, long, cpl, pe)
 
     def set_segment(self, seg, selector, base=None, limit=None, attr=None):
         self.seg_sel[seg] = selector & 0xFFFF

@@ -32,12 +32,14 @@ def _fault_index(lines, lineno):
 
 
 def translate(code, ip, mode, max_insns=MAX_BLOCK, page_limit=None, namespace=None,
-              stop_at=None):
+              stop_at=None, truncated=False):
     """Translate the block whose first instruction is at IP `ip`.
 
-    `code` holds the bytes from `ip` on (at least up to page_limit + 15).
-    Decoding stops before an instruction starting at or past `page_limit`
-    bytes from ip, or at `stop_at` (an IP), or after max_insns.
+    `code` holds the bytes from `ip` on (at least up to page_limit + 15, unless
+    `truncated`: then the code ends where the next page could not be fetched
+    and an instruction running past the end is left for a later block, which
+    faults on it).  Decoding stops before an instruction starting at or past
+    `page_limit` bytes from ip, or at `stop_at` (an IP), or after max_insns.
     Returns (Block, list of Insn).
     """
     insns = []
@@ -46,6 +48,8 @@ def translate(code, ip, mode, max_insns=MAX_BLOCK, page_limit=None, namespace=No
         if insns and (page_limit is not None and offset >= page_limit):
             break
         if insns and stop_at is not None and ins.ip == stop_at:
+            break
+        if insns and ins.invalid and truncated and offset + 15 > len(code):
             break
         insns.append(ins)
         offset += ins.length
@@ -157,6 +161,11 @@ def _assemble(chunks, start, mode, e, namespace):
         elif end[0] == "halt":
             body.append((ind, "cpu.halted = cpu.exit_request = True"))
             exit_to(ind, f"{ins.next_ip:#x}", count)
+        elif end[0] == "helper":
+            # a helper set CS:RIP (far transfer, IRET, SYSCALL ...)
+            if store_flags:
+                body.append((ind, store_flags))
+            body.append((ind, f"return {count}"))
         elif end[0] == "raise":
             pass
 

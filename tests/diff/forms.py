@@ -85,7 +85,7 @@ _add("mov", "mov rdx, {iq}",
      "mov eax, [qword 0x10820]", "mov [qword 0x10830], rax",
      "mov ecx, [abs 0x10840]")
 
-_MOVX_SRC = [("ax", "cl"), ("cx", "byte [rbx]"), ("eax", "dl"), ("eax", "ah"), ("esi", "byte [rbx+3]"),
+_MOVX_SRC = [("ax", "cl"), ("cx", "byte [rbx]"), ("eax", "dl"), ("eax", "ah"), ("si", "bh"), ("esi", "byte [rbx+3]"),
              ("r9", "sil"), ("rax", "byte [rbx]"), ("edx", "cx"), ("edi", "word [rbx]"),
              ("r10", "r11w"), ("rax", "word [rbx+6]")]
 for _op in ("movzx", "movsx"):
@@ -98,7 +98,7 @@ _add("xchg", "xchg cl, dl", "xchg ah, bl", "xchg ax, r9w", "xchg cx, dx", "xchg 
 _add("xchg", *("xadd " + x for x in
                ["cl, dl", "ax, r9w", "esi, edi", "r8, rax", "[rbx], cl", "[rbx], dx", "[rbx], esi", "[rbx], r9"]))
 _add("xchg", *("cmpxchg " + x for x in
-               ["cl, dl", "bx, r9w", "esi, edi", "r8, r10", "eax, edx",
+               ["cl, dl", "ah, dl", "bx, r9w", "esi, edi", "r8, r10", "eax, edx",
                 "[rbx], cl", "[rbx], dx", "[rbx], esi", "[rbx], r9"]))
 _add("xchg", "cmpxchg8b [rbx]", "cmpxchg16b [rbx]")
 _add("xchg", "lock add [rbx], ecx", "lock xadd [rbx], rax", "lock cmpxchg [rbx], esi",

@@ -6,7 +6,8 @@ defined for these instructions; INC/DEC leave CF unchanged).
 
 import pytest
 
-from conftest import DATA, STATUS, assert_flags, expect_flags, flags_value, mask, run_code
+from conftest import (DATA, GUEST_FLAGS, STATUS, assert_flags, assert_guest_flags, expect_flags, flags_value, mask,
+                      run_code)
 
 REG = {8: ("al", "bl"), 16: ("ax", "bx"), 32: ("eax", "ebx"), 64: ("rax", "rbx")}
 HI_A = 0x8877665544332211
@@ -31,6 +32,12 @@ def inverted(expected, cf=None):
 
 # (op, size, a, b, carry_in, result, flags set after)
 BINOPS = [
+    ("add", 8, 0x85, 0xf6, 0, 0x7b, "CF PF OF"),
+    ("add", 8, 0x57, 0x14, 0, 0x6b, ""),
+    ("add", 8, 0xec, 0xa9, 0, 0x95, "CF PF AF SF"),
+    ("add", 8, 0xb6, 0xac, 0, 0x62, "CF AF OF"),
+    ("add", 8, 0x97, 0x58, 0, 0xef, "SF"),
+    ("add", 8, 0xab, 0x2, 0, 0xad, "SF"),
     ("add", 8, 0x0, 0x0, 0, 0x0, "PF ZF"),
     ("add", 8, 0x1, 0x1, 0, 0x2, ""),
     ("add", 8, 0xff, 0x1, 0, 0x0, "CF PF AF ZF"),
@@ -47,6 +54,12 @@ BINOPS = [
     ("add", 8, 0x0, 0x1, 0, 0x1, ""),
     ("add", 8, 0x5a, 0xa7, 0, 0x1, "CF AF"),
     ("add", 8, 0xa7, 0x5a, 0, 0x1, "CF AF"),
+    ("add", 16, 0x5d65, 0xbac3, 0, 0x1828, "CF PF"),
+    ("add", 16, 0x5944, 0xbbf3, 0, 0x1537, "CF"),
+    ("add", 16, 0xa4aa, 0xa8d0, 0, 0x4d7a, "CF OF"),
+    ("add", 16, 0x593a, 0xe25a, 0, 0x3b94, "CF AF"),
+    ("add", 16, 0x77f3, 0x86a5, 0, 0xfe98, "SF"),
+    ("add", 16, 0x7a32, 0x96c3, 0, 0x10f5, "CF PF"),
     ("add", 16, 0x0, 0x0, 0, 0x0, "PF ZF"),
     ("add", 16, 0x1, 0x1, 0, 0x2, ""),
     ("add", 16, 0xffff, 0x1, 0, 0x0, "CF PF AF ZF"),
@@ -63,6 +76,12 @@ BINOPS = [
     ("add", 16, 0x0, 0x1, 0, 0x1, ""),
     ("add", 16, 0x1234, 0xfedc, 0, 0x1110, "CF AF"),
     ("add", 16, 0xfedc, 0x1234, 0, 0x1110, "CF AF"),
+    ("add", 32, 0x6300f7a1, 0xa637695b, 0, 0x93860fc, "CF PF"),
+    ("add", 32, 0xc8111a9b, 0x28cf3b2d, 0, 0xf0e055c8, "AF SF"),
+    ("add", 32, 0x7577e5ca, 0x488f7ebc, 0, 0xbe076486, "AF SF OF"),
+    ("add", 32, 0xe00f704, 0xe341caab, 0, 0xf142c1af, "PF SF"),
+    ("add", 32, 0x30df2fd9, 0x4eb42ef1, 0, 0x7f935eca, "PF"),
+    ("add", 32, 0x213fc927, 0x8c33d20d, 0, 0xad739b34, "AF SF"),
     ("add", 32, 0x0, 0x0, 0, 0x0, "PF ZF"),
     ("add", 32, 0x1, 0x1, 0, 0x2, ""),
     ("add", 32, 0xffffffff, 0x1, 0, 0x0, "CF PF AF ZF"),
@@ -79,6 +98,12 @@ BINOPS = [
     ("add", 32, 0x0, 0x1, 0, 0x1, ""),
     ("add", 32, 0x12345678, 0x9abcdef0, 0, 0xacf13568, "SF"),
     ("add", 32, 0x9abcdef0, 0x12345678, 0, 0xacf13568, "SF"),
+    ("add", 64, 0x9fe55bb83f96e2eb, 0x5dfc40b10e71329d, 0, 0xfde19c694e081588, "PF AF SF"),
+    ("add", 64, 0x17e0c63d7b7febd5, 0xfe, 0, 0x17e0c63d7b7fecd3, "AF"),
+    ("add", 64, 0xc3d1df6348f3fa23, 0x75f74c7c5f65ab26, 0, 0x39c92bdfa859a549, "CF"),
+    ("add", 64, 0x6384eeb3e56632e7, 0x8a, 0, 0x6384eeb3e5663371, "PF AF"),
+    ("add", 64, 0x24d6859bbd95f720, 0xc871a91f49232630, 0, 0xed482ebb06b91d50, "PF SF"),
+    ("add", 64, 0xa49cd983b987302e, 0xaef558d9572c35af, 0, 0x5392325d10b365dd, "CF PF AF OF"),
     ("add", 64, 0x0, 0x0, 0, 0x0, "PF ZF"),
     ("add", 64, 0x1, 0x1, 0, 0x2, ""),
     ("add", 64, 0xffffffffffffffff, 0x1, 0, 0x0, "CF PF AF ZF"),
@@ -95,6 +120,18 @@ BINOPS = [
     ("add", 64, 0x0, 0x1, 0, 0x1, ""),
     ("add", 64, 0x123456789abcdef, 0xfedcba9876543210, 0, 0xffffffffffffffff, "PF SF"),
     ("add", 64, 0xfedcba9876543210, 0x123456789abcdef, 0, 0xffffffffffffffff, "PF SF"),
+    ("adc", 8, 0x85, 0xf6, 0, 0x7b, "CF PF OF"),
+    ("adc", 8, 0x85, 0xf6, 1, 0x7c, "CF OF"),
+    ("adc", 8, 0x57, 0x14, 0, 0x6b, ""),
+    ("adc", 8, 0x57, 0x14, 1, 0x6c, "PF"),
+    ("adc", 8, 0xec, 0xa9, 0, 0x95, "CF PF AF SF"),
+    ("adc", 8, 0xec, 0xa9, 1, 0x96, "CF PF AF SF"),
+    ("adc", 8, 0xb6, 0xac, 0, 0x62, "CF AF OF"),
+    ("adc", 8, 0xb6, 0xac, 1, 0x63, "CF PF AF OF"),
+    ("adc", 8, 0x97, 0x58, 0, 0xef, "SF"),
+    ("adc", 8, 0x97, 0x58, 1, 0xf0, "PF AF SF"),
+    ("adc", 8, 0xab, 0x2, 0, 0xad, "SF"),
+    ("adc", 8, 0xab, 0x2, 1, 0xae, "SF"),
     ("adc", 8, 0x0, 0x0, 0, 0x0, "PF ZF"),
     ("adc", 8, 0x0, 0x0, 1, 0x1, ""),
     ("adc", 8, 0x1, 0x1, 0, 0x2, ""),
@@ -127,6 +164,18 @@ BINOPS = [
     ("adc", 8, 0x5a, 0xa7, 1, 0x2, "CF AF"),
     ("adc", 8, 0xa7, 0x5a, 0, 0x1, "CF AF"),
     ("adc", 8, 0xa7, 0x5a, 1, 0x2, "CF AF"),
+    ("adc", 16, 0x5d65, 0xbac3, 0, 0x1828, "CF PF"),
+    ("adc", 16, 0x5d65, 0xbac3, 1, 0x1829, "CF"),
+    ("adc", 16, 0x5944, 0xbbf3, 0, 0x1537, "CF"),
+    ("adc", 16, 0x5944, 0xbbf3, 1, 0x1538, "CF"),
+    ("adc", 16, 0xa4aa, 0xa8d0, 0, 0x4d7a, "CF OF"),
+    ("adc", 16, 0xa4aa, 0xa8d0, 1, 0x4d7b, "CF PF OF"),
+    ("adc", 16, 0x593a, 0xe25a, 0, 0x3b94, "CF AF"),
+    ("adc", 16, 0x593a, 0xe25a, 1, 0x3b95, "CF PF AF"),
+    ("adc", 16, 0x77f3, 0x86a5, 0, 0xfe98, "SF"),
+    ("adc", 16, 0x77f3, 0x86a5, 1, 0xfe99, "PF SF"),
+    ("adc", 16, 0x7a32, 0x96c3, 0, 0x10f5, "CF PF"),
+    ("adc", 16, 0x7a32, 0x96c3, 1, 0x10f6, "CF PF"),
     ("adc", 16, 0x0, 0x0, 0, 0x0, "PF ZF"),
     ("adc", 16, 0x0, 0x0, 1, 0x1, ""),
     ("adc", 16, 0x1, 0x1, 0, 0x2, ""),
@@ -159,6 +208,18 @@ BINOPS = [
     ("adc", 16, 0x1234, 0xfedc, 1, 0x1111, "CF PF AF"),
     ("adc", 16, 0xfedc, 0x1234, 0, 0x1110, "CF AF"),
     ("adc", 16, 0xfedc, 0x1234, 1, 0x1111, "CF PF AF"),
+    ("adc", 32, 0x6300f7a1, 0xa637695b, 0, 0x93860fc, "CF PF"),
+    ("adc", 32, 0x6300f7a1, 0xa637695b, 1, 0x93860fd, "CF"),
+    ("adc", 32, 0xc8111a9b, 0x28cf3b2d, 0, 0xf0e055c8, "AF SF"),
+    ("adc", 32, 0xc8111a9b, 0x28cf3b2d, 1, 0xf0e055c9, "PF AF SF"),
+    ("adc", 32, 0x7577e5ca, 0x488f7ebc, 0, 0xbe076486, "AF SF OF"),
+    ("adc", 32, 0x7577e5ca, 0x488f7ebc, 1, 0xbe076487, "PF AF SF OF"),
+    ("adc", 32, 0xe00f704, 0xe341caab, 0, 0xf142c1af, "PF SF"),
+    ("adc", 32, 0xe00f704, 0xe341caab, 1, 0xf142c1b0, "AF SF"),
+    ("adc", 32, 0x30df2fd9, 0x4eb42ef1, 0, 0x7f935eca, "PF"),
+    ("adc", 32, 0x30df2fd9, 0x4eb42ef1, 1, 0x7f935ecb, ""),
+    ("adc", 32, 0x213fc927, 0x8c33d20d, 0, 0xad739b34, "AF SF"),
+    ("adc", 32, 0x213fc927, 0x8c33d20d, 1, 0xad739b35, "PF AF SF"),
     ("adc", 32, 0x0, 0x0, 0, 0x0, "PF ZF"),
     ("adc", 32, 0x0, 0x0, 1, 0x1, ""),
     ("adc", 32, 0x1, 0x1, 0, 0x2, ""),
@@ -191,6 +252,18 @@ BINOPS = [
     ("adc", 32, 0x12345678, 0x9abcdef0, 1, 0xacf13569, "PF SF"),
     ("adc", 32, 0x9abcdef0, 0x12345678, 0, 0xacf13568, "SF"),
     ("adc", 32, 0x9abcdef0, 0x12345678, 1, 0xacf13569, "PF SF"),
+    ("adc", 64, 0x9fe55bb83f96e2eb, 0x5dfc40b10e71329d, 0, 0xfde19c694e081588, "PF AF SF"),
+    ("adc", 64, 0x9fe55bb83f96e2eb, 0x5dfc40b10e71329d, 1, 0xfde19c694e081589, "AF SF"),
+    ("adc", 64, 0x17e0c63d7b7febd5, 0xfe, 0, 0x17e0c63d7b7fecd3, "AF"),
+    ("adc", 64, 0x17e0c63d7b7febd5, 0xfe, 1, 0x17e0c63d7b7fecd4, "PF AF"),
+    ("adc", 64, 0xc3d1df6348f3fa23, 0x75f74c7c5f65ab26, 0, 0x39c92bdfa859a549, "CF"),
+    ("adc", 64, 0xc3d1df6348f3fa23, 0x75f74c7c5f65ab26, 1, 0x39c92bdfa859a54a, "CF"),
+    ("adc", 64, 0x6384eeb3e56632e7, 0x8a, 0, 0x6384eeb3e5663371, "PF AF"),
+    ("adc", 64, 0x6384eeb3e56632e7, 0x8a, 1, 0x6384eeb3e5663372, "PF AF"),
+    ("adc", 64, 0x24d6859bbd95f720, 0xc871a91f49232630, 0, 0xed482ebb06b91d50, "PF SF"),
+    ("adc", 64, 0x24d6859bbd95f720, 0xc871a91f49232630, 1, 0xed482ebb06b91d51, "SF"),
+    ("adc", 64, 0xa49cd983b987302e, 0xaef558d9572c35af, 0, 0x5392325d10b365dd, "CF PF AF OF"),
+    ("adc", 64, 0xa49cd983b987302e, 0xaef558d9572c35af, 1, 0x5392325d10b365de, "CF PF AF OF"),
     ("adc", 64, 0x0, 0x0, 0, 0x0, "PF ZF"),
     ("adc", 64, 0x0, 0x0, 1, 0x1, ""),
     ("adc", 64, 0x1, 0x1, 0, 0x2, ""),
@@ -223,6 +296,12 @@ BINOPS = [
     ("adc", 64, 0x123456789abcdef, 0xfedcba9876543210, 1, 0x0, "CF PF AF ZF"),
     ("adc", 64, 0xfedcba9876543210, 0x123456789abcdef, 0, 0xffffffffffffffff, "PF SF"),
     ("adc", 64, 0xfedcba9876543210, 0x123456789abcdef, 1, 0x0, "CF PF AF ZF"),
+    ("sub", 8, 0x85, 0xf6, 0, 0x8f, "CF AF SF"),
+    ("sub", 8, 0x57, 0x14, 0, 0x43, ""),
+    ("sub", 8, 0xec, 0xa9, 0, 0x43, ""),
+    ("sub", 8, 0xb6, 0xac, 0, 0xa, "PF AF"),
+    ("sub", 8, 0x97, 0x58, 0, 0x3f, "PF AF OF"),
+    ("sub", 8, 0xab, 0x2, 0, 0xa9, "PF SF"),
     ("sub", 8, 0x0, 0x0, 0, 0x0, "PF ZF"),
     ("sub", 8, 0x1, 0x1, 0, 0x0, "PF ZF"),
     ("sub", 8, 0xff, 0x1, 0, 0xfe, "SF"),
@@ -239,6 +318,12 @@ BINOPS = [
     ("sub", 8, 0x0, 0x1, 0, 0xff, "CF PF AF SF"),
     ("sub", 8, 0x5a, 0xa7, 0, 0xb3, "CF SF OF"),
     ("sub", 8, 0xa7, 0x5a, 0, 0x4d, "PF AF OF"),
+    ("sub", 16, 0x5d65, 0xbac3, 0, 0xa2a2, "CF SF OF"),
+    ("sub", 16, 0x5944, 0xbbf3, 0, 0x9d51, "CF SF OF"),
+    ("sub", 16, 0xa4aa, 0xa8d0, 0, 0xfbda, "CF SF"),
+    ("sub", 16, 0x593a, 0xe25a, 0, 0x76e0, "CF"),
+    ("sub", 16, 0x77f3, 0x86a5, 0, 0xf14e, "CF PF AF SF OF"),
+    ("sub", 16, 0x7a32, 0x96c3, 0, 0xe36f, "CF PF AF SF OF"),
     ("sub", 16, 0x0, 0x0, 0, 0x0, "PF ZF"),
     ("sub", 16, 0x1, 0x1, 0, 0x0, "PF ZF"),
     ("sub", 16, 0xffff, 0x1, 0, 0xfffe, "SF"),
@@ -255,6 +340,12 @@ BINOPS = [
     ("sub", 16, 0x0, 0x1, 0, 0xffff, "CF PF AF SF"),
     ("sub", 16, 0x1234, 0xfedc, 0, 0x1358, "CF AF"),
     ("sub", 16, 0xfedc, 0x1234, 0, 0xeca8, "SF"),
+    ("sub", 32, 0x6300f7a1, 0xa637695b, 0, 0xbcc98e46, "CF AF SF OF"),
+    ("sub", 32, 0xc8111a9b, 0x28cf3b2d, 0, 0x9f41df6e, "AF SF"),
+    ("sub", 32, 0x7577e5ca, 0x488f7ebc, 0, 0x2ce8670e, "AF"),
+    ("sub", 32, 0xe00f704, 0xe341caab, 0, 0x2abf2c59, "CF PF AF"),
+    ("sub", 32, 0x30df2fd9, 0x4eb42ef1, 0, 0xe22b00e8, "CF PF SF"),
+    ("sub", 32, 0x213fc927, 0x8c33d20d, 0, 0x950bf71a, "CF AF SF OF"),
     ("sub", 32, 0x0, 0x0, 0, 0x0, "PF ZF"),
     ("sub", 32, 0x1, 0x1, 0, 0x0, "PF ZF"),
     ("sub", 32, 0xffffffff, 0x1, 0, 0xfffffffe, "SF"),
@@ -271,6 +362,12 @@ BINOPS = [
     ("sub", 32, 0x0, 0x1, 0, 0xffffffff, "CF PF AF SF"),
     ("sub", 32, 0x12345678, 0x9abcdef0, 0, 0x77777788, "CF PF"),
     ("sub", 32, 0x9abcdef0, 0x12345678, 0, 0x88888878, "PF AF SF"),
+    ("sub", 64, 0x9fe55bb83f96e2eb, 0x5dfc40b10e71329d, 0, 0x41e91b073125b04e, "PF AF OF"),
+    ("sub", 64, 0x17e0c63d7b7febd5, 0xfe, 0, 0x17e0c63d7b7fead7, "PF AF"),
+    ("sub", 64, 0xc3d1df6348f3fa23, 0x75f74c7c5f65ab26, 0, 0x4dda92e6e98e4efd, "AF OF"),
+    ("sub", 64, 0x6384eeb3e56632e7, 0x8a, 0, 0x6384eeb3e566325d, "AF"),
+    ("sub", 64, 0x24d6859bbd95f720, 0xc871a91f49232630, 0, 0x5c64dc7c7472d0f0, "CF PF"),
+    ("sub", 64, 0xa49cd983b987302e, 0xaef558d9572c35af, 0, 0xf5a780aa625afa7f, "CF AF SF"),
     ("sub", 64, 0x0, 0x0, 0, 0x0, "PF ZF"),
     ("sub", 64, 0x1, 0x1, 0, 0x0, "PF ZF"),
     ("sub", 64, 0xffffffffffffffff, 0x1, 0, 0xfffffffffffffffe, "SF"),
@@ -287,6 +384,18 @@ BINOPS = [
     ("sub", 64, 0x0, 0x1, 0, 0xffffffffffffffff, "CF PF AF SF"),
     ("sub", 64, 0x123456789abcdef, 0xfedcba9876543210, 0, 0x2468acf13579bdf, "CF"),
     ("sub", 64, 0xfedcba9876543210, 0x123456789abcdef, 0, 0xfdb97530eca86421, "PF AF SF"),
+    ("sbb", 8, 0x85, 0xf6, 0, 0x8f, "CF AF SF"),
+    ("sbb", 8, 0x85, 0xf6, 1, 0x8e, "CF PF AF SF"),
+    ("sbb", 8, 0x57, 0x14, 0, 0x43, ""),
+    ("sbb", 8, 0x57, 0x14, 1, 0x42, "PF"),
+    ("sbb", 8, 0xec, 0xa9, 0, 0x43, ""),
+    ("sbb", 8, 0xec, 0xa9, 1, 0x42, "PF"),
+    ("sbb", 8, 0xb6, 0xac, 0, 0xa, "PF AF"),
+    ("sbb", 8, 0xb6, 0xac, 1, 0x9, "PF AF"),
+    ("sbb", 8, 0x97, 0x58, 0, 0x3f, "PF AF OF"),
+    ("sbb", 8, 0x97, 0x58, 1, 0x3e, "AF OF"),
+    ("sbb", 8, 0xab, 0x2, 0, 0xa9, "PF SF"),
+    ("sbb", 8, 0xab, 0x2, 1, 0xa8, "SF"),
     ("sbb", 8, 0x0, 0x0, 0, 0x0, "PF ZF"),
     ("sbb", 8, 0x0, 0x0, 1, 0xff, "CF PF AF SF"),
     ("sbb", 8, 0x1, 0x1, 0, 0x0, "PF ZF"),
@@ -319,6 +428,18 @@ BINOPS = [
     ("sbb", 8, 0x5a, 0xa7, 1, 0xb2, "CF PF SF OF"),
     ("sbb", 8, 0xa7, 0x5a, 0, 0x4d, "PF AF OF"),
     ("sbb", 8, 0xa7, 0x5a, 1, 0x4c, "AF OF"),
+    ("sbb", 16, 0x5d65, 0xbac3, 0, 0xa2a2, "CF SF OF"),
+    ("sbb", 16, 0x5d65, 0xbac3, 1, 0xa2a1, "CF SF OF"),
+    ("sbb", 16, 0x5944, 0xbbf3, 0, 0x9d51, "CF SF OF"),
+    ("sbb", 16, 0x5944, 0xbbf3, 1, 0x9d50, "CF PF SF OF"),
+    ("sbb", 16, 0xa4aa, 0xa8d0, 0, 0xfbda, "CF SF"),
+    ("sbb", 16, 0xa4aa, 0xa8d0, 1, 0xfbd9, "CF SF"),
+    ("sbb", 16, 0x593a, 0xe25a, 0, 0x76e0, "CF"),
+    ("sbb", 16, 0x593a, 0xe25a, 1, 0x76df, "CF AF"),
+    ("sbb", 16, 0x77f3, 0x86a5, 0, 0xf14e, "CF PF AF SF OF"),
+    ("sbb", 16, 0x77f3, 0x86a5, 1, 0xf14d, "CF PF AF SF OF"),
+    ("sbb", 16, 0x7a32, 0x96c3, 0, 0xe36f, "CF PF AF SF OF"),
+    ("sbb", 16, 0x7a32, 0x96c3, 1, 0xe36e, "CF AF SF OF"),
     ("sbb", 16, 0x0, 0x0, 0, 0x0, "PF ZF"),
     ("sbb", 16, 0x0, 0x0, 1, 0xffff, "CF PF AF SF"),
     ("sbb", 16, 0x1, 0x1, 0, 0x0, "PF ZF"),
@@ -351,6 +472,18 @@ BINOPS = [
     ("sbb", 16, 0x1234, 0xfedc, 1, 0x1357, "CF AF"),
     ("sbb", 16, 0xfedc, 0x1234, 0, 0xeca8, "SF"),
     ("sbb", 16, 0xfedc, 0x1234, 1, 0xeca7, "SF"),
+    ("sbb", 32, 0x6300f7a1, 0xa637695b, 0, 0xbcc98e46, "CF AF SF OF"),
+    ("sbb", 32, 0x6300f7a1, 0xa637695b, 1, 0xbcc98e45, "CF AF SF OF"),
+    ("sbb", 32, 0xc8111a9b, 0x28cf3b2d, 0, 0x9f41df6e, "AF SF"),
+    ("sbb", 32, 0xc8111a9b, 0x28cf3b2d, 1, 0x9f41df6d, "AF SF"),
+    ("sbb", 32, 0x7577e5ca, 0x488f7ebc, 0, 0x2ce8670e, "AF"),
+    ("sbb", 32, 0x7577e5ca, 0x488f7ebc, 1, 0x2ce8670d, "AF"),
+    ("sbb", 32, 0xe00f704, 0xe341caab, 0, 0x2abf2c59, "CF PF AF"),
+    ("sbb", 32, 0xe00f704, 0xe341caab, 1, 0x2abf2c58, "CF AF"),
+    ("sbb", 32, 0x30df2fd9, 0x4eb42ef1, 0, 0xe22b00e8, "CF PF SF"),
+    ("sbb", 32, 0x30df2fd9, 0x4eb42ef1, 1, 0xe22b00e7, "CF PF SF"),
+    ("sbb", 32, 0x213fc927, 0x8c33d20d, 0, 0x950bf71a, "CF AF SF OF"),
+    ("sbb", 32, 0x213fc927, 0x8c33d20d, 1, 0x950bf719, "CF AF SF OF"),
     ("sbb", 32, 0x0, 0x0, 0, 0x0, "PF ZF"),
     ("sbb", 32, 0x0, 0x0, 1, 0xffffffff, "CF PF AF SF"),
     ("sbb", 32, 0x1, 0x1, 0, 0x0, "PF ZF"),
@@ -383,6 +516,18 @@ BINOPS = [
     ("sbb", 32, 0x12345678, 0x9abcdef0, 1, 0x77777787, "CF PF"),
     ("sbb", 32, 0x9abcdef0, 0x12345678, 0, 0x88888878, "PF AF SF"),
     ("sbb", 32, 0x9abcdef0, 0x12345678, 1, 0x88888877, "PF AF SF"),
+    ("sbb", 64, 0x9fe55bb83f96e2eb, 0x5dfc40b10e71329d, 0, 0x41e91b073125b04e, "PF AF OF"),
+    ("sbb", 64, 0x9fe55bb83f96e2eb, 0x5dfc40b10e71329d, 1, 0x41e91b073125b04d, "PF AF OF"),
+    ("sbb", 64, 0x17e0c63d7b7febd5, 0xfe, 0, 0x17e0c63d7b7fead7, "PF AF"),
+    ("sbb", 64, 0x17e0c63d7b7febd5, 0xfe, 1, 0x17e0c63d7b7fead6, "AF"),
+    ("sbb", 64, 0xc3d1df6348f3fa23, 0x75f74c7c5f65ab26, 0, 0x4dda92e6e98e4efd, "AF OF"),
+    ("sbb", 64, 0xc3d1df6348f3fa23, 0x75f74c7c5f65ab26, 1, 0x4dda92e6e98e4efc, "PF AF OF"),
+    ("sbb", 64, 0x6384eeb3e56632e7, 0x8a, 0, 0x6384eeb3e566325d, "AF"),
+    ("sbb", 64, 0x6384eeb3e56632e7, 0x8a, 1, 0x6384eeb3e566325c, "PF AF"),
+    ("sbb", 64, 0x24d6859bbd95f720, 0xc871a91f49232630, 0, 0x5c64dc7c7472d0f0, "CF PF"),
+    ("sbb", 64, 0x24d6859bbd95f720, 0xc871a91f49232630, 1, 0x5c64dc7c7472d0ef, "CF AF"),
+    ("sbb", 64, 0xa49cd983b987302e, 0xaef558d9572c35af, 0, 0xf5a780aa625afa7f, "CF AF SF"),
+    ("sbb", 64, 0xa49cd983b987302e, 0xaef558d9572c35af, 1, 0xf5a780aa625afa7e, "CF PF AF SF"),
     ("sbb", 64, 0x0, 0x0, 0, 0x0, "PF ZF"),
     ("sbb", 64, 0x0, 0x0, 1, 0xffffffffffffffff, "CF PF AF SF"),
     ("sbb", 64, 0x1, 0x1, 0, 0x0, "PF ZF"),
@@ -415,6 +560,12 @@ BINOPS = [
     ("sbb", 64, 0x123456789abcdef, 0xfedcba9876543210, 1, 0x2468acf13579bde, "CF PF"),
     ("sbb", 64, 0xfedcba9876543210, 0x123456789abcdef, 0, 0xfdb97530eca86421, "PF AF SF"),
     ("sbb", 64, 0xfedcba9876543210, 0x123456789abcdef, 1, 0xfdb97530eca86420, "AF SF"),
+    ("cmp", 8, 0x85, 0xf6, 0, 0x85, "CF AF SF"),
+    ("cmp", 8, 0x57, 0x14, 0, 0x57, ""),
+    ("cmp", 8, 0xec, 0xa9, 0, 0xec, ""),
+    ("cmp", 8, 0xb6, 0xac, 0, 0xb6, "PF AF"),
+    ("cmp", 8, 0x97, 0x58, 0, 0x97, "PF AF OF"),
+    ("cmp", 8, 0xab, 0x2, 0, 0xab, "PF SF"),
     ("cmp", 8, 0x0, 0x0, 0, 0x0, "PF ZF"),
     ("cmp", 8, 0x1, 0x1, 0, 0x1, "PF ZF"),
     ("cmp", 8, 0xff, 0x1, 0, 0xff, "SF"),
@@ -431,6 +582,12 @@ BINOPS = [
     ("cmp", 8, 0x0, 0x1, 0, 0x0, "CF PF AF SF"),
     ("cmp", 8, 0x5a, 0xa7, 0, 0x5a, "CF SF OF"),
     ("cmp", 8, 0xa7, 0x5a, 0, 0xa7, "PF AF OF"),
+    ("cmp", 16, 0x5d65, 0xbac3, 0, 0x5d65, "CF SF OF"),
+    ("cmp", 16, 0x5944, 0xbbf3, 0, 0x5944, "CF SF OF"),
+    ("cmp", 16, 0xa4aa, 0xa8d0, 0, 0xa4aa, "CF SF"),
+    ("cmp", 16, 0x593a, 0xe25a, 0, 0x593a, "CF"),
+    ("cmp", 16, 0x77f3, 0x86a5, 0, 0x77f3, "CF PF AF SF OF"),
+    ("cmp", 16, 0x7a32, 0x96c3, 0, 0x7a32, "CF PF AF SF OF"),
     ("cmp", 16, 0x0, 0x0, 0, 0x0, "PF ZF"),
     ("cmp", 16, 0x1, 0x1, 0, 0x1, "PF ZF"),
     ("cmp", 16, 0xffff, 0x1, 0, 0xffff, "SF"),
@@ -447,6 +604,12 @@ BINOPS = [
     ("cmp", 16, 0x0, 0x1, 0, 0x0, "CF PF AF SF"),
     ("cmp", 16, 0x1234, 0xfedc, 0, 0x1234, "CF AF"),
     ("cmp", 16, 0xfedc, 0x1234, 0, 0xfedc, "SF"),
+    ("cmp", 32, 0x6300f7a1, 0xa637695b, 0, 0x6300f7a1, "CF AF SF OF"),
+    ("cmp", 32, 0xc8111a9b, 0x28cf3b2d, 0, 0xc8111a9b, "AF SF"),
+    ("cmp", 32, 0x7577e5ca, 0x488f7ebc, 0, 0x7577e5ca, "AF"),
+    ("cmp", 32, 0xe00f704, 0xe341caab, 0, 0xe00f704, "CF PF AF"),
+    ("cmp", 32, 0x30df2fd9, 0x4eb42ef1, 0, 0x30df2fd9, "CF PF SF"),
+    ("cmp", 32, 0x213fc927, 0x8c33d20d, 0, 0x213fc927, "CF AF SF OF"),
     ("cmp", 32, 0x0, 0x0, 0, 0x0, "PF ZF"),
     ("cmp", 32, 0x1, 0x1, 0, 0x1, "PF ZF"),
     ("cmp", 32, 0xffffffff, 0x1, 0, 0xffffffff, "SF"),
@@ -463,6 +626,12 @@ BINOPS = [
     ("cmp", 32, 0x0, 0x1, 0, 0x0, "CF PF AF SF"),
     ("cmp", 32, 0x12345678, 0x9abcdef0, 0, 0x12345678, "CF PF"),
     ("cmp", 32, 0x9abcdef0, 0x12345678, 0, 0x9abcdef0, "PF AF SF"),
+    ("cmp", 64, 0x9fe55bb83f96e2eb, 0x5dfc40b10e71329d, 0, 0x9fe55bb83f96e2eb, "PF AF OF"),
+    ("cmp", 64, 0x17e0c63d7b7febd5, 0xfe, 0, 0x17e0c63d7b7febd5, "PF AF"),
+    ("cmp", 64, 0xc3d1df6348f3fa23, 0x75f74c7c5f65ab26, 0, 0xc3d1df6348f3fa23, "AF OF"),
+    ("cmp", 64, 0x6384eeb3e56632e7, 0x8a, 0, 0x6384eeb3e56632e7, "AF"),
+    ("cmp", 64, 0x24d6859bbd95f720, 0xc871a91f49232630, 0, 0x24d6859bbd95f720, "CF PF"),
+    ("cmp", 64, 0xa49cd983b987302e, 0xaef558d9572c35af, 0, 0xa49cd983b987302e, "CF AF SF"),
     ("cmp", 64, 0x0, 0x0, 0, 0x0, "PF ZF"),
     ("cmp", 64, 0x1, 0x1, 0, 0x1, "PF ZF"),
     ("cmp", 64, 0xffffffffffffffff, 0x1, 0, 0xffffffffffffffff, "SF"),
@@ -826,3 +995,94 @@ def test_0x40_is_rex_in_64bit_mode():
     assert emu.reg_read("rcx") == 5
     assert emu.reg_read("rsp") == 0xFF00 - 8
     assert emu.mem_read(0xFF00 - 8, 8) == (0x1234).to_bytes(8, "little")
+
+
+@pytest.mark.parametrize("row", BINOPS[::2], ids=[_id(r) for r in BINOPS[::2]])
+def test_binop_flags_seen_by_guest(row):
+    op, size, a, b, cf, res, fl = row
+    exp = expect_flags(fl)
+    d, s = REG[size]
+    emu = run_code(f"{op} {d}, {s}" + GUEST_FLAGS, regs={"rax": a, "rbx": b},
+                   flags=inverted(exp, cf if op in ("adc", "sbb") else None))
+    assert_guest_flags(emu, exp)
+
+
+@pytest.mark.parametrize("row", UNOPS[::2], ids=[f"{r[0]}{r[1]}-{r[2]:#x}-c{r[3]}" for r in UNOPS[::2]])
+def test_unop_flags_seen_by_guest(row):
+    op, size, a, cf, res, fl = row
+    exp = expect_flags(fl)
+    emu = run_code(f"{op} {REG[size][0]}" + GUEST_FLAGS, regs={"rax": a},
+                   flags=inverted(exp, cf if op != "neg" else None))
+    if op != "neg":
+        exp["CF"] = cf
+    assert_guest_flags(emu, exp)
+
+
+def test_carry_chain_multiword_add_sub():
+    # 192-bit add and subtract using the carry produced by the previous instruction
+    src = """
+        add rax, r8
+        adc rbx, r9
+        adc rcx, r10
+        setc dl
+        sub r11, r8
+        sbb r12, r9
+        sbb r13, r10
+        setc dh
+    """
+    regs = {"rax": 0xFFFFFFFFFFFFFFFF, "rbx": 0xFFFFFFFFFFFFFFFF, "rcx": 0x7FFFFFFFFFFFFFFF, "r8": 1, "r9": 0,
+            "r10": 0x8000000000000000, "r11": 0, "r12": 0, "r13": 0x8000000000000000, "rdx": 0}
+    emu = run_code(src, regs=regs)
+    assert (emu.reg_read("rax"), emu.reg_read("rbx"), emu.reg_read("rcx")) == (0, 0, 0)
+    assert emu.reg_read("dl") == 1
+    assert emu.reg_read("r11") == 0xFFFFFFFFFFFFFFFF
+    assert emu.reg_read("r12") == 0xFFFFFFFFFFFFFFFF
+    assert emu.reg_read("r13") == 0xFFFFFFFFFFFFFFFF
+    assert emu.reg_read("dh") == 1
+
+
+def test_inc_keeps_carry_across_blocks():
+    src = """
+        add al, 0xFF        ; al=1 -> 0, CF=1
+        jmp short n1
+    n1: inc ecx             ; CF preserved
+        jmp short n2
+    n2: dec edx             ; CF preserved
+        pushfq
+        pop rdi
+        adc esi, 0
+    """
+    emu = run_code(src, regs={"rax": 1, "rcx": 0x7FFFFFFF, "rdx": 0, "rsi": 10})
+    assert emu.reg_read("esi") == 11
+    assert_flags(emu, {"CF": 0, "ZF": 0, "SF": 0, "OF": 0})
+    assert emu.reg_read("rdi") & 1 == 1      # CF before adc
+
+
+def test_lahf_sahf_after_arith():
+    src = """
+        cmp eax, ebx        ; 1 - 2: CF AF SF PF
+        lahf
+        mov cl, ah
+        add ebx, ebx        ; clears CF, SF
+        sahf
+        setc dl
+        sets dh
+    """
+    emu = run_code(src, regs={"rax": 1, "rbx": 2, "rdx": 0})
+    assert emu.reg_read("cl") == 0x97
+    assert emu.reg_read("dx") == 0x0101
+
+
+def test_cmc_after_lazy_flags():
+    emu = run_code("sub eax, 1\ncmc\nsetc bl\ncmc\nsetc bh", regs={"rax": 0, "rbx": 0})
+    assert emu.reg_read("bx") == 0x0100
+
+
+@pytest.mark.parametrize("cf", [0, 1])
+def test_sbb_same_register_idiom(cf):
+    emu = run_code("sbb eax, eax\nsbb rbx, rbx\nadc ecx, ecx", regs={"rax": 5, "rbx": 5, "rcx": 0x80000000},
+                   flags=flags_value("CF" if cf else ""))
+    assert emu.reg_read("rax") == (0xFFFFFFFF if cf else 0)
+    assert emu.reg_read("rbx") == (0xFFFFFFFFFFFFFFFF if cf else 0)
+    assert emu.reg_read("rcx") == cf
+    assert_flags(emu, {"CF": 1, "ZF": int(not cf), "OF": 1})

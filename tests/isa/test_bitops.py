@@ -7,7 +7,7 @@ other status flags are undefined).
 
 import pytest
 
-from conftest import assert_flags, expect_flags, flags_value, mask, run_code
+from conftest import GUEST_FLAGS, assert_flags, assert_guest_flags, expect_flags, flags_value, mask, run_code
 
 KW = {16: "word", 32: "dword", 64: "qword"}
 RB = {16: "bx", 32: "ebx", 64: "rbx"}
@@ -380,3 +380,20 @@ def test_bit_scan_legacy_modes(mode):
     assert emu.reg_read("si") == 16
     assert emu.reg_read("ebp") == 22
     assert_flags(emu, {"CF": 0, "ZF": 0}, mode=mode)
+
+
+@pytest.mark.parametrize("row", BT_MEM[::2], ids=[f"{r[0]}{r[1]}-{r[2]}" for r in BT_MEM[::2]])
+def test_bt_flags_seen_by_guest(row):
+    op, size, off, cf, addr, new = row
+    emu = run_code(f"{op} {KW[size]} [rdi], {RB[size]}" + GUEST_FLAGS, regs={"rdi": BASE, "rbx": off & mask(size)},
+                   mem={0x4000: PATTERN}, flags=flags_value("" if cf else "CF"))
+    assert_guest_flags(emu, {"CF": cf})
+
+
+@pytest.mark.parametrize("row", SCAN, ids=[f"{r[0]}{r[1]}-{r[2]:#x}" for r in SCAN])
+def test_bit_scan_flags_seen_by_guest(row):
+    op, size, val, res, defined, fset = row
+    exp = expect_flags(fset, defined.split())
+    emu = run_code(f"{op} {DEST[size]}, {RB[size]}" + GUEST_FLAGS, regs={"rbx": val, "rcx": DEST_START},
+                   flags=flags_value([n for n in exp if not exp[n]]))
+    assert_guest_flags(emu, exp)

@@ -110,10 +110,10 @@ def test_mov_to_high_byte_after_al():
 def test_mov_moffs_64bit_absolute():
     # A0/A1/A2/A3 with a 64-bit absolute address
     src = f"mov al, [qword {DATA:#x}]\nmov [qword {DATA + 8:#x}], eax\nmov rcx, rax\nmov rax, [qword {DATA:#x}]"
-    code = run_code(src, regs={"rax": J}, mem={DATA: bytes(range(0x40, 0x48))})
-    assert code.reg_read("rcx") == 0x1122334455667740
-    assert code.mem_read(DATA + 8, 4) == bytes.fromhex("40776655")
-    assert code.reg_read("rax") == 0x4746454443424140
+    emu = run_code(src, regs={"rax": J}, mem={DATA: bytes(range(0x40, 0x48))})
+    assert emu.reg_read("rcx") == 0x1122334455667740
+    assert emu.mem_read(DATA + 8, 4) == bytes.fromhex("40776655")
+    assert emu.reg_read("rax") == 0x4746454443424140
 
 
 def test_mov_rip_relative():

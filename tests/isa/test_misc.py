@@ -510,3 +510,62 @@ def test_32bit_addressing_forms(operand, linear):
                          "edi": 1}, mem={linear: bytes.fromhex("efbeadde")})
     assert emu.reg_read("edx") == 0xDEADBEEF
     assert emu.mem_read(linear, 4) == bytes.fromhex("df9b5713")
+
+
+# ----------------------------------------------------------------------------- prefixes on other instructions
+
+
+def test_endbr64_endbr32_are_nops():
+    emu = run_code("endbr64\nendbr32\nmov eax, 5", regs={"rax": 0}, flags=flags_value("CF"))
+    assert emu.reg_read("rax") == 5
+    assert_flags(emu, {"CF": 1})
+
+
+def test_rep_ret_and_bnd_prefixes():
+    # f3 c3 (rep ret) and f2-prefixed branches (bnd jmp/call/ret) behave like the plain instructions
+    src = """
+        call f
+        db 0xf2
+        call g
+        db 0xf2
+        jmp short h
+        mov eax, 99
+    h:  jmp end
+    f:  mov ebx, 1
+        db 0xf3, 0xc3
+    g:  mov ecx, 2
+        db 0xf2, 0xc3
+    end:
+    """
+    emu = run_code(src, regs={"rax": 0, "rbx": 0, "rcx": 0})
+    assert (emu.reg_read("eax"), emu.reg_read("ebx"), emu.reg_read("ecx")) == (0, 1, 2)
+    assert emu.reg_read("rsp") == STACK
+
+
+def test_fences_and_prefetch_are_nops():
+    src = "lfence\nmfence\nsfence\nprefetchnta [rax]\nprefetcht0 [rax+8]\nprefetchw [rax]\nmov ebx, 1"
+    emu = run_code(src, regs={"rax": UNMAPPED_ADDR, "rbx": 0}, flags=flags_value("ZF"))
+    assert emu.reg_read("ebx") == 1
+    assert emu.reg_read("rax") == UNMAPPED_ADDR
+    assert_flags(emu, {"ZF": 1})
+
+
+UNMAPPED_ADDR = 0x800000
+
+
+def test_push_dword_in_16bit_mode():
+    emu = run_code("push dword 0x12345678\npop ax\npop bx", mode=16)
+    assert emu.reg_read("ax") == 0x5678 and emu.reg_read("bx") == 0x1234
+    assert emu.reg_read("sp") == STACK
+
+
+@pytest.mark.parametrize("src,counter,iters", [
+    ("l: inc eax\nloop l", "ecx", 0x10004),
+    ("l: inc eax\na16 loop l", "cx", 4),
+])
+def test_loop_32bit_mode(src, counter, iters):
+    emu = run_code(src, mode=32, regs={"eax": 0, "ecx": 0x00010004})
+    assert emu.reg_read(counter) == 0
+    assert emu.reg_read("eax") == iters
+    if counter == "cx":
+        assert emu.reg_read("ecx") == 0x00010000

@@ -6,7 +6,7 @@ defined.
 
 import pytest
 
-from conftest import CODE, assert_flags, flags_value, mask, run_code, run_fault
+from conftest import CODE, GUEST_FLAGS, assert_flags, assert_guest_flags, flags_value, mask, run_code, run_fault
 
 REG = {8: ("al", "bl"), 16: ("ax", "bx"), 32: ("eax", "ebx"), 64: ("rax", "rbx")}
 ACC = {8: "al", 16: "ax", 32: "eax", 64: "rax"}
@@ -519,3 +519,27 @@ def test_div_by_zero_legacy_modes(mode):
     assert emu.reg_read("edx") == 7
     assert emu.reg_read("eip") == exc.address
     assert emu.reg_read("eax") == 10
+
+
+@pytest.mark.parametrize("row", MUL1, ids=[_mid(r) for r in MUL1])
+def test_mul_flags_seen_by_guest(row):
+    op, size, a, b, hi, lo, of = row
+    emu = run_code(f"{op} {REG[size][1]}" + GUEST_FLAGS, regs={"rax": a, "rbx": b},
+                   flags=flags_value("" if of else "CF OF"))
+    assert_guest_flags(emu, {"CF": of, "OF": of})
+
+
+IMUL23 = [("2",) + r for r in IMUL2] + [("3",) + r for r in IMUL3]
+
+
+@pytest.mark.parametrize("row", IMUL23, ids=[f"{r[0]}-{r[1]}-{r[2]:#x}-{r[3]}" for r in IMUL23])
+def test_imul_flags_seen_by_guest(row):
+    kind, size, a, b, res, of = row
+    d, s = REG[size]
+    if kind == "3":
+        emu = run_code(f"imul {d}, {s}, {b}" + GUEST_FLAGS, regs={"rbx": a}, flags=flags_value("" if of else "CF OF"))
+    else:
+        emu = run_code(f"imul {d}, {s}" + GUEST_FLAGS, regs={"rax": a, "rbx": b},
+                       flags=flags_value("" if of else "CF OF"))
+    assert emu.reg_read(d) == res
+    assert_guest_flags(emu, {"CF": of, "OF": of})

@@ -3,7 +3,7 @@ must be honoured, within the same translated block and across blocks."""
 
 import pytest
 
-from conftest import CODE, DATA, STACK, labels, make_emu, run_code, setup
+from conftest import CODE, DATA, STACK, make_emu, run_code
 
 
 def test_patch_next_instruction_in_same_block():

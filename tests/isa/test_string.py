@@ -242,3 +242,20 @@ def test_rep_movs_large_count():
     emu = run_code("rep movsq", regs={"rsi": SRC, "rdi": DST, "rcx": 512},
                    mem={SRC: bytes(range(256)) * 16})
     assert emu.mem_read(DST, 4096) == bytes(range(256)) * 16
+
+
+def test_destination_segment_es_cannot_be_overridden():
+    # a segment override applies to the source (ds:si) only; stos/movs always store to es:di
+    emu = run_code("fs stosb\nfs movsb", mode=16,
+                   regs={"ds": 0x0400, "es": 0x0500, "fs": 0x0600, "esi": 0, "edi": 0, "eax": 0x11},
+                   mem={0x6000: b"\x22", 0x4000: b"\x33"})
+    assert emu.mem_read(0x5000, 2) == b"\x11\x22"
+    assert emu.mem_read(0x6000, 1) == b"\x22"
+
+
+def test_rep_stos_with_address_size_16_in_16bit_mode_and_df():
+    emu = run_code("std\nrep stosw\ncld", mode=16, regs={"es": 0x0500, "edi": 0x0002, "ecx": 3, "eax": 0xABCD})
+    # di: 2 -> 0 -> 0xfffe -> 0xfffc
+    assert emu.mem_read(0x5000, 4) == bytes.fromhex("cdabcdab")
+    assert emu.mem_read(0x5000 + 0xFFFE, 2) == bytes.fromhex("cdab")
+    assert emu.reg_read("di") == 0xFFFC

@@ -200,7 +200,6 @@ def test_parse_log_items():
 
 def test_console_script_is_installed():
     script = pathlib.Path(sysconfig.get_path("scripts")) / "pysev"
-    if not script.exists():
-        pytest.skip("pysev is not installed as a console script here")
+    assert script.exists(), "install the package first: python3 -m pip install -e '.[test]'"
     proc = subprocess.run([str(script), "--version"], capture_output=True, text=True)
     assert proc.stdout == "pysev 0.1.0\n"

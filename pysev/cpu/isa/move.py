@@ -10,13 +10,16 @@ from .. import flags as F
 def mov(e, ins):
     dst, src = ins.ops
     if dst.kind == "sysreg" or src.kind == "sysreg":
-        e.raise_fault(6, detail=f"instruction not implemented: {ins.text}")
+        from .system import mov_system
+        mov_system(e, ins)
         return
     if dst.kind == "sreg":
         if dst.num == 1:                      # mov cs, r/m is invalid
             e.raise_fault(6, detail="mov to cs")
             return
         e.call_helper("load_seg", dst.num, e.read(src), result=False)
+        if dst.num == 2:
+            e.end_here()                      # SS sets the stack size for what follows
         return
     value = e.read(src)
     if src.kind == "sreg" and dst.kind == "reg" and dst.size > 2:

@@ -54,6 +54,8 @@ def pop(e, ins):
     if dst.kind == "sreg":
         e.call_helper("load_seg", dst.num, v, result=False)
         sp_write(e, nsp)
+        if dst.num == 2:
+            e.end_here()
         return
     if dst.kind == "mem":
         if dst.base == 4 or dst.index == 4:
@@ -83,7 +85,7 @@ def pushf(e, ins):
 def popf(e, ins):
     size = ins.osize
     v, nsp = pop_value(e, size)
-    e.call_helper("set_rest_flags", v, size, result=False, may_fault=False)
+    e.call_helper("write_eflags", v, size, result=False, may_fault=False)
     sp_write(e, nsp)
     e.flags(F.EFL, 8, r=f"{v} & {ARITH_FLAGS:#x}")
     e.end_here()                          # TF/IF/DF may have changed
@@ -92,7 +94,7 @@ def popf(e, ins):
 @emits("ENTER")
 def enter(e, ins):
     alloc_op, level_op = ins.ops
-    size = ins.osize
+    size = {"W": 2, "D": 4, "Q": 8}[ins.form[5]]         # ENTERW/ENTERD/ENTERQ
     level = level_op.value & 31
     sm = mask_of(e.mode.stack)
     bp = e.gpr(5, size)
@@ -124,3 +126,33 @@ def leave(e, ins):
     v = e.load(size, e.linear(SS, bp))
     sp_write(e, f"({bp} + {size}) & {sm:#x}")
     e.set_gpr(5, size, v)
+
+
+@emits("PUSHA", "PUSHAD")
+def pusha(e, ins):
+    size = 4 if ins.form == "PUSHAD" else 2
+    sm = mask_of(e.mode.stack)
+    sp = e.tmp()
+    old_sp = e.tmp()
+    e.line(f"{old_sp} = {e.gpr(4, size)}")
+    e.line(f"{sp} = {sp_read(e)}")
+    for n in range(8):
+        value = old_sp if n == 4 else e.gpr(n, size)
+        e.line(f"{sp} = ({sp} - {size}) & {sm:#x}")
+        e.store(size, e.linear(SS, sp), value)
+    sp_write(e, sp)
+
+
+@emits("POPA", "POPAD")
+def popa(e, ins):
+    size = 4 if ins.form == "POPAD" else 2
+    sm = mask_of(e.mode.stack)
+    sp = e.tmp()
+    e.line(f"{sp} = {sp_read(e)}")
+    values = []
+    for n in range(8):
+        values.append(e.load(size, e.linear(SS, f"(({sp} + {(7 - n) * size}) & {sm:#x})")))
+    for n in range(8):
+        if n != 4:                                     # the saved SP is skipped
+            e.set_gpr(n, size, values[n])
+    sp_write(e, f"({sp} + {8 * size}) & {sm:#x}")
