@@ -17,6 +17,13 @@ pysev/cpu/cpuid.py or a test.
     python3 tools/qemu_cpuid.py                       # -cpu qemu64 (the default)
     python3 tools/qemu_cpuid.py --cpu EPYC-Milan
     python3 tools/qemu_cpuid.py --raw                 # the guest's lines, unfolded
+    python3 tools/qemu_cpuid.py --compare             # diff QEMU against pysev's model
+
+--compare checks every (leaf, subleaf) the guest queried against
+pysev.cpu.cpuid.MODELS[CPU].cpuid() and exits 1 on a difference; for qemu64
+there must be none.  With --sev-xlevel the model is asked with SEV on and QEMU
+runs with xlevel=0x8000001F (what QEMU does with SEV; TCG has no SEV itself, so
+leaf 0x8000001F is skipped).
 
 One vCPU is used, so the APIC ID is 0 (leaf 1 EBX bits 31:24, leaf 0xB EDX).
 Needs nasm and qemu-system-x86_64 (apt-get install -y nasm qemu-system-x86).
@@ -239,6 +246,19 @@ def fold(raw):
     return leaves
 
 
+def compare(raw, model, sev=None):
+    """Lines describing where *model* differs from QEMU's *raw* answers."""
+    diffs = []
+    for (leaf, sub), regs in sorted(raw.items()):
+        if sev is not None and leaf == 0x8000001F:
+            continue
+        mine = tuple(model.cpuid(leaf, sub, sev=sev))
+        if mine != regs:
+            diffs.append(f"leaf {leaf:#010x} subleaf {sub:2}: qemu {_regs(regs)} "
+                         f"pysev {_regs(mine)}")
+    return diffs
+
+
 def _regs(r):
     return "(" + ", ".join(f"0x{v:08X}" for v in r) + ")"
 
@@ -265,6 +285,10 @@ def main(argv=None):
     parser.add_argument("--nasm", default="nasm", help="nasm executable")
     parser.add_argument("--raw", action="store_true", help="print the guest's lines unfolded")
     parser.add_argument("--asm", action="store_true", help="print the guest source and exit")
+    parser.add_argument("--compare", action="store_true",
+                        help="compare with pysev's model of the same name; exit 1 on a difference")
+    parser.add_argument("--sev-xlevel", action="store_true",
+                        help="with --compare: model with SEV on, QEMU with xlevel=0x8000001F")
     parser.add_argument("qemu_args", nargs="*", help="extra QEMU arguments (after --)")
     args = parser.parse_args(argv)
     if args.asm:
@@ -274,10 +298,13 @@ def main(argv=None):
         if shutil.which(tool) is None:
             print(f"qemu_cpuid: {tool} not found", file=sys.stderr)
             return 2
+    cpu = args.cpu
+    if args.sev_xlevel:
+        cpu += ",xlevel=0x8000001F"
     with tempfile.TemporaryDirectory() as tmp:
         try:
             image = build_guest(tmp, args.nasm)
-            text, warnings = run_qemu(image, tmp, cpu=args.cpu, qemu=args.qemu,
+            text, warnings = run_qemu(image, tmp, cpu=cpu, qemu=args.qemu,
                             machine=args.machine, extra_args=args.qemu_args)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             print(f"qemu_cpuid: {exc}", file=sys.stderr)
@@ -287,7 +314,18 @@ def main(argv=None):
     if args.raw:
         print(text, end="")
         return 0
-    print(f"# {version}; -machine {args.machine} -accel tcg -cpu {args.cpu} -smp 1 (APIC ID 0)")
+    if args.compare:
+        sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+        from pysev.cpu.cpuid import get_model
+        model = get_model(args.cpu.split(",")[0])
+        sev = {"cbitpos": 51, "reduced_phys_bits": 1} if args.sev_xlevel else None
+        raw = parse(text)
+        diffs = compare(raw, model, sev)
+        for line in diffs:
+            print(line)
+        print(f"{model.name}: {len(raw)} queries, {len(diffs)} differences ({version})")
+        return 1 if diffs else 0
+    print(f"# {version}; -machine {args.machine} -accel tcg -cpu {cpu} -smp 1 (APIC ID 0)")
     for line in warnings.splitlines():          # e.g. features TCG filtered out of the model
         print(f"# {line}")
     print(format_table(fold(parse(text))))

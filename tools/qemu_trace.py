@@ -547,8 +547,11 @@ def _fixture_record(rec):
     return out
 
 
-def fixture_dict(cps, bios_path, qemu_ver, max_insns=None):
-    """A JSON-ready dict of QEMU's checkpoints (each with its previous record)."""
+def fixture_dict(cps, bios_path, qemu_ver, max_insns=None, reset=None):
+    """A JSON-ready dict of QEMU's checkpoints (each with its previous record).
+
+    *reset*, when given, is QEMU's first record (the state at reset).
+    """
     data = {
         "bios": os.path.abspath(bios_path),
         "bios_sha256": sha256_file(bios_path),
@@ -557,10 +560,12 @@ def fixture_dict(cps, bios_path, qemu_ver, max_insns=None):
         "qemu_command": " ".join(qemu_command(os.path.basename(bios_path), "trace.log")[1:]),
         "numbering": "index n = QEMU's n-th executed instruction; its record is the state before it "
                      "(= pysev after n - 1 instructions)",
-        "checkpoints": {},
     }
     if max_insns is not None:
         data["max_insns"] = max_insns
+    if reset is not None:
+        data["reset"] = _hexify(_fixture_record(reset))
+    data["checkpoints"] = {}
     for name, rec in cps.items():
         entry = _fixture_record(rec)
         if rec.get("previous") is not None:
@@ -569,19 +574,25 @@ def fixture_dict(cps, bios_path, qemu_ver, max_insns=None):
     return data
 
 
+def _record_from_json(entry):
+    rec = _unhexify(entry)
+    for r in (rec, rec.get("previous")):
+        if r is not None and "insn" in r:
+            r["insn"] = tuple(r["insn"])
+    return rec
+
+
 def load_fixture(path):
-    """Read a fixture written by ``checkpoints --json``: (metadata dict, {name: record})."""
+    """Read a fixture written by ``checkpoints --json``: (data, {name: record}).
+
+    ``data`` is the whole JSON document; ``data["reset"]``, when present, is
+    QEMU's first record, converted like the checkpoint records.
+    """
     with open(path, encoding="utf-8") as f:
         data = json.load(f)
-    cps = {}
-    for name, entry in data["checkpoints"].items():
-        rec = _unhexify(entry)
-        if "insn" in rec:
-            rec["insn"] = tuple(rec["insn"])
-        prev = rec.get("previous")
-        if prev is not None and "insn" in prev:
-            prev["insn"] = tuple(prev["insn"])
-        cps[name] = rec
+    if "reset" in data:
+        data["reset"] = _record_from_json(data["reset"])
+    cps = {name: _record_from_json(entry) for name, entry in data["checkpoints"].items()}
     return data, cps
 
 
@@ -709,7 +720,8 @@ def _fmt(v):
     return f"{v:#x}" if isinstance(v, int) else str(v)
 
 
-def compare(cps, bios_path, out=sys.stdout, verbose=True, search=2000, machine_factory=None):
+def compare(cps, bios_path, out=sys.stdout, verbose=True, search=2000, machine_factory=None,
+            reset=None, names=CHECKPOINTS):
     """Run pysev to each QEMU checkpoint and print a table; True when all match.
 
     For a checkpoint at QEMU index *i*, pysev matches when (a) its state after
@@ -718,6 +730,8 @@ def compare(cps, bios_path, out=sys.stdout, verbose=True, search=2000, machine_f
     earlier state equals QEMU's record *i - 1* when the checkpoint carries it.
     Otherwise pysev's own index for the checkpoint is searched for (from reset
     when pysev got there early, else up to *search* instructions past *i*).
+    *reset*, QEMU's first record, adds a row comparing the state at reset.
+    *names* selects the checkpoints to check.
     """
     p = lambda *a: print(*a, file=out)
     runner = PysevRunner(bios_path, machine_factory)
@@ -726,7 +740,12 @@ def compare(cps, bios_path, out=sys.stdout, verbose=True, search=2000, machine_f
     rows = []
     details = []
     all_ok = True
-    for name in CHECKPOINTS:
+    if reset is not None:
+        diffs = diff_state(reset, init)
+        all_ok = not diffs
+        rows.append(("reset", "1", "1", "ok" if not diffs else f"{len(diffs)} field(s) differ"))
+        details += [f"  reset: {field}: qemu {_fmt(qv)} pysev {_fmt(pv)}" for field, qv, pv in diffs]
+    for name in names:
         if name not in cps:
             rows.append((name, "-", "-", "QEMU did not reach it"))
             all_ok = False
@@ -796,25 +815,24 @@ def find_index(bios_path, pred, i, early, search=2000, machine_factory=None, chu
 
 # --------------------------------------------------------------------------- CLI
 
-def _load_checkpoints(args):
-    """QEMU checkpoints from --fixture, --trace (existing) or a fresh recording."""
+def _qemu_reference(args):
+    """QEMU's (checkpoints, first record) from --fixture, an existing --trace or a new recording."""
     if getattr(args, "fixture", None):
-        meta, cps = load_fixture(args.fixture)
+        data, cps = load_fixture(args.fixture)
         digest = sha256_file(args.bios)
-        if meta.get("bios_sha256") != digest:
+        if data.get("bios_sha256") != digest:
             raise TraceError(f"{args.bios} (sha256 {digest}) is not the image the fixture was "
-                             f"recorded from (sha256 {meta.get('bios_sha256')})")
-        return cps
+                             f"recorded from (sha256 {data.get('bios_sha256')})")
+        return cps, data.get("reset")
     trace = args.trace
-    if trace and os.path.exists(trace):
-        return checkpoints(parse(trace))
     tmp = None
-    if not trace:
-        tmp = tempfile.mkdtemp(prefix="qemu-trace-")
-        trace = os.path.join(tmp, "trace.log")
-    try:
+    if not trace or not os.path.exists(trace):
+        if not trace:
+            tmp = tempfile.mkdtemp(prefix="qemu-trace-")
+            trace = os.path.join(tmp, "trace.log")
         record(args.bios, trace, args.max_insns, cpu=args.cpu)
-        return checkpoints(parse(trace))
+    try:
+        return checkpoints(parse(trace)), next(iter(parse(trace)), None)
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -845,7 +863,8 @@ def main(argv=None):
     common.add_argument("--cpu", default="qemu64", help="QEMU -cpu model (default qemu64)")
     sub.add_parser("record", parents=[common], help="record a QEMU trace")
     c = sub.add_parser("compare", parents=[common], help="compare pysev with QEMU at the checkpoints")
-    c.add_argument("--fixture", help="take QEMU's checkpoints from this JSON file instead of QEMU")
+    c.add_argument("--fixture", help="take QEMU's checkpoints from this JSON file (written by "
+                   "'checkpoints --json') instead of running QEMU")
     k = sub.add_parser("checkpoints", parents=[common], help="print QEMU's checkpoints")
     k.add_argument("--json", help="also write them as a JSON fixture to this file")
     f = sub.add_parser("features", parents=[common], help="list instructions/ports/MSRs/CPUID used")
@@ -859,15 +878,15 @@ def main(argv=None):
             print(f"{trace}: {n} instructions logged")
             return 0
         if args.cmd == "compare":
-            cps = _load_checkpoints(args)
+            cps, reset = _qemu_reference(args)
             _print_checkpoints(cps)
             _import_pysev()                  # a clear error when pysev.Machine is missing
-            return 0 if compare(cps, args.bios) else 1
+            return 0 if compare(cps, args.bios, reset=reset) else 1
         if args.cmd == "checkpoints":
-            cps = _load_checkpoints(args)
+            cps, reset = _qemu_reference(args)
             _print_checkpoints(cps)
             if args.json:
-                data = fixture_dict(cps, args.bios, qemu_version(), args.max_insns)
+                data = fixture_dict(cps, args.bios, qemu_version(), args.max_insns, reset=reset)
                 with open(args.json, "w", encoding="utf-8") as fh:
                     json.dump(data, fh, indent=1)
                     fh.write("\n")

@@ -5,7 +5,7 @@ from pysev.mem import PAGE_SHIFT, PAGE_MASK, PAGE_SIZE, UNPACK, PACK
 from pysev.mem.paging import walk, PageFault, ACCESS_READ, ACCESS_WRITE, ACCESS_FETCH
 
 from . import helpers
-from .faults import GuestFault, PF
+from .faults import GuestFault, PF, GP
 from .state import CPUState
 from .system import SystemMixin, TripleFault, AC
 from .translate import BASE_NAMESPACE, MAX_BLOCK, translate
@@ -117,6 +117,11 @@ class CPU(CPUState, SystemMixin):
         cfg = self.paging
         if not cfg.levels:
             return lin & 0xFFFFFFFF if not self.mode.long else lin
+        if cfg.levels >= 4:
+            top = lin >> (56 if cfg.levels == 5 else 47)
+            if top and top != (1 << (8 if cfg.levels == 5 else 17)) - 1:
+                # (stack accesses raise #SS on hardware; the slow path cannot tell them apart)
+                raise GuestFault(GP, 0, detail=f"non-canonical address {lin:#x}")
         user = self.cpl == 3 and not implicit
         try:
             phys, _private, glob = walk(self.mem, self.cr3, lin, access, user, cfg,

@@ -104,6 +104,7 @@ class SystemMixin:
         self.pending_fault = None
         self.triple_fault_info = None
         self.interrupt_log = None
+        self.interrupt_shadow = None
 
     # ---- reset ----------------------------------------------------------------------
     def reset(self):

@@ -26,10 +26,22 @@ def direction(e, ins):
     e.line(f"cpu.eflags_rest {op}")
 
 
+def _iopl_check(e, ins):
+    """In protected mode, CPL must not exceed IOPL (no VME/PVI modelled)."""
+    if e.mode.pe and e.mode.cpl:
+        e.line(f"if {e.mode.cpl} > (cpu.eflags_rest >> 12) & 3:")
+        e.line(f"    raise GuestFault(13, 0, detail={ins.text + ' with CPL > IOPL'!r})")
+        e.fault_point()
+
+
 @emits("CLI", "STI")
 def interrupt_flag(e, ins):
+    _iopl_check(e, ins)
     op = "&= ~0x200" if ins.mnem == "CLI" else "|= 0x200"
     e.line(f"cpu.eflags_rest {op}")
+    if ins.mnem == "STI":
+        # interrupts stay blocked until after the next instruction
+        e.line(f"cpu.interrupt_shadow = {ins.next_ip:#x}")
     e.end_here()
 
 
@@ -51,6 +63,9 @@ def nop(e, ins):
 
 @emits("HLT")
 def hlt(e, ins):
+    if e.mode.pe and e.mode.cpl:
+        e.raise_fault(13, 0, detail="hlt needs CPL 0")
+        return
     e.end_halt()
 
 
@@ -69,6 +84,14 @@ def int_n(e, ins):
     e.raise_fault(ins.ops[0].value, trap=True)
 
 
+@emits("INT1")
+def int1(e, ins):
+    # ICEBP: a debug trap that is not a software interrupt (no gate DPL check)
+    e.fault_point()
+    e.line(f"raise GuestFault(1, None, next_ip={ins.next_ip:#x}, detail='int1')")
+    e.chunk.end = ("raise",)
+
+
 @emits("INTO")
 def into(e, ins):
     e.line(f"if {e.cond(0)}:")
@@ -85,6 +108,10 @@ def cpuid(e, ins):
 
 @emits("RDTSC", "RDTSCP")
 def rdtsc(e, ins):
+    if e.mode.pe and e.mode.cpl:
+        e.line("if cpu.cr4 & 4:")
+        e.line(f"    raise GuestFault(13, 0, detail={ins.text + ' with CR4.TSD at CPL > 0'!r})")
+        e.fault_point()
     t = e.call_helper("rdtsc", may_fault=False)
     if ins.mnem == "RDTSCP":
         e.set_gpr(1, 4, "tsc_aux()")
@@ -105,6 +132,7 @@ def rdrand(e, ins):
 def port_in(e, ins):
     dst, port = ins.ops
     p = f"{port.value:#x}" if port.kind == "imm" else e.gpr(2, 2)
+    _io_check(e, p, dst.size)
     t = e.call_helper("port_in", p, dst.size)
     e.write(dst, t)
 
@@ -113,7 +141,13 @@ def port_in(e, ins):
 def port_out(e, ins):
     port, src = ins.ops
     p = f"{port.value:#x}" if port.kind == "imm" else e.gpr(2, 2)
+    _io_check(e, p, src.size)
     e.call_helper("port_out", p, src.size, e.read(src), result=False)
+
+
+def _io_check(e, port, size):
+    if e.mode.pe and e.mode.cpl:
+        e.call_helper("check_io", port, size, result=False)
 
 
 @emits("DAA", "DAS", "AAA", "AAS", "AAM", "AAD")

@@ -60,10 +60,14 @@ def scas(e, ins):
 @emits("INSB", "INSW", "INSD")
 def ins_(e, ins):
     e.chunk.store = True
+    if e.mode.pe and e.mode.cpl:
+        e.call_helper("check_io", e.gpr(2, 2), _size(ins), result=False)
     e.call_helper("string_ins", _size(ins), ins.asize, repr(ins.rep), result=False)
 
 
 @emits("OUTSB", "OUTSW", "OUTSD")
 def outs(e, ins):
+    if e.mode.pe and e.mode.cpl:
+        e.call_helper("check_io", e.gpr(2, 2), _size(ins), result=False)
     src = ins.ops[-1]
     e.call_helper("string_outs", _size(ins), ins.asize, src.seg, repr(ins.rep), result=False)
