@@ -248,14 +248,17 @@ def fold(raw):
 
 def compare(raw, model, sev=None):
     """Lines describing where *model* differs from QEMU's *raw* answers."""
-    diffs = []
+    groups = {}             # (leaf, qemu, pysev) -> subleaves
     for (leaf, sub), regs in sorted(raw.items()):
         if sev is not None and leaf == 0x8000001F:
             continue
         mine = tuple(model.cpuid(leaf, sub, sev=sev))
         if mine != regs:
-            diffs.append(f"leaf {leaf:#010x} subleaf {sub:2}: qemu {_regs(regs)} "
-                         f"pysev {_regs(mine)}")
+            groups.setdefault((leaf, regs, mine), []).append(sub)
+    diffs = []
+    for (leaf, regs, mine), subs in groups.items():
+        where = f"{subs[0]}" if len(subs) == 1 else f"{len(subs)} subleaves from {subs[0]}"
+        diffs.append(f"leaf {leaf:#010x} ({where}): qemu {_regs(regs)} pysev {_regs(mine)}")
     return diffs
 
 

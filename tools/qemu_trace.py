@@ -169,9 +169,11 @@ def record(bios_path, out_path, max_insns=DEFAULT_MAX_INSNS, cpu="qemu64", *,
 # --------------------------------------------------------------------------- parsing
 
 _KV = re.compile(r"([A-Z][A-Z0-9]*)\s*=\s*([0-9a-fA-F]+)")
-_SEG = re.compile(r"^(ES|CS|SS|DS|FS|GS|LDT|TR)\s*=\s*([0-9a-f]{4}) ([0-9a-f]+) ([0-9a-f]{8}) ([0-9a-f]{8})(.*)$")
+_SEG = re.compile(r"^(ES|CS|SS|DS|FS|GS|LDT|TR)\s*=\s*([0-9a-f]{4}) ([0-9a-f]+) "
+                  r"([0-9a-f]{8}) ([0-9a-f]{8})(.*)$")
 _TABLE = re.compile(r"^(GDT|IDT)=\s+([0-9a-f]+) ([0-9a-f]{8})")
 _IPLINE = re.compile(r"^(EIP|RIP)=([0-9a-f]+) (?:EFL|RFL)=([0-9a-f]+) (\[[^\]]*\])(.*)$")
+_EFER = re.compile(r"^EFER=[0-9a-f]{16}$")
 _CC = re.compile(r"^CCS=([0-9a-f]+) CCD=([0-9a-f]+) CCO=(\S+)")
 _ASM = re.compile(r"^0x([0-9a-f]+):\s+((?:[0-9a-f]{2} )*[0-9a-f]{2})(?:\s{2,}(\S.*))?$")
 _INT = re.compile(r"^\s*(\d+): v=([0-9a-f]+) e=([0-9a-f]+) i=(\d) cpl=(\d) IP=([0-9a-f]+):([0-9a-f]+) "
@@ -295,7 +297,7 @@ def parse(trace_path):
                 continue
             if dump is not None:
                 dump.append(line)
-                if line.startswith("EFER="):       # the last line of an x86 -d cpu dump
+                if _EFER.match(line):              # the last line of an x86 -d cpu dump
                     out = finish()
                     if out is not None:
                         yield out
@@ -420,9 +422,10 @@ def mnemonic(text):
 def features(records, until=None):
     """What the guest used up to (not including) record index *until*.
 
-    Returns {"instructions", "mnemonics": {(code size, mnemonic): count}, "ports": {port: {"in"/"out": [sizes]}},
-    "msr_read": {msr: [values]}, "msr_write": {msr: [values]}, "cpuid": {(leaf, subleaf): result},
-    "exceptions": [...]} from the disassembly and the register state around each instruction.
+    Returns {"instructions", "mnemonics": {(code size, mnemonic): count},
+    "ports": {port: {"in"/"out": [(size, value)]}}, "msr_read": {msr: [values]},
+    "msr_write": {msr: [values]}, "cpuid": {(leaf, subleaf): (eax, ebx, ecx, edx)},
+    "exceptions": [...]}, from the disassembly and the register state around each instruction.
     """
     mnemonics = {}
     ports = {}
@@ -878,9 +881,9 @@ def main(argv=None):
             print(f"{trace}: {n} instructions logged")
             return 0
         if args.cmd == "compare":
+            _import_pysev()                  # a clear error when pysev.Machine is missing
             cps, reset = _qemu_reference(args)
             _print_checkpoints(cps)
-            _import_pysev()                  # a clear error when pysev.Machine is missing
             return 0 if compare(cps, args.bios, reset=reset) else 1
         if args.cmd == "checkpoints":
             cps, reset = _qemu_reference(args)

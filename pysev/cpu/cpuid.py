@@ -24,6 +24,8 @@ The models describe one vCPU: the topology leaves (1, 0xB, 0x8000001D) report on
 thread in one core, and only the APIC ID (leaf 1 EBX bits 31:24, leaf 0xB EDX) varies.
 """
 
+import textwrap
+
 EAX, EBX, ECX, EDX = range(4)
 M32 = 0xFFFFFFFF
 ZERO = (0, 0, 0, 0)
@@ -148,11 +150,17 @@ def decode_features(value_of):
 
 
 def vendor_regs(vendor):
-    """(EBX, EDX, ECX) of leaf 0 for a 12-character vendor string."""
+    """(EBX, ECX, EDX) of leaf 0 for a 12-character vendor string (read as EBX, EDX, ECX)."""
     raw = vendor.encode("ascii")
     if len(raw) != 12:
         raise ValueError(f"vendor string must be 12 characters: {vendor!r}")
-    return tuple(int.from_bytes(raw[i:i + 4], "little") for i in (0, 4, 8))
+    ebx, edx, ecx = (int.from_bytes(raw[i:i + 4], "little") for i in (0, 4, 8))
+    return ebx, ecx, edx
+
+
+def decode_vendor(ebx, ecx, edx):
+    """The vendor string of leaf 0 (or of 0x80000000 / 0x40000000) from EBX, ECX, EDX."""
+    return b"".join(r.to_bytes(4, "little") for r in (ebx, edx, ecx)).decode("ascii", "replace")
 
 
 def brand_regs(brand):
@@ -198,6 +206,13 @@ class CpuModel:
     leaf -> {subleaf: (eax, ebx, ecx, edx)} for one indexed by ECX (subleaves not
     listed read as zeros).  Leaf 0xB (the topology) and the APIC ID in leaf 1 are
     computed; leaf 0x80000000 EAX and leaf 0x8000001F depend on SEV.
+
+    With SEV on, leaf 0x8000001F reads EAX = SEV (bit 1), SEV-ES (bit 3, also set for
+    SNP), SEV-SNP (bit 4); EBX = C-bit position | reduced physical address bits << 6
+    (QEMU's layout); ECX = sev_guests, the number of encrypted guests the "hardware"
+    supports, and EDX = sev_min_asid, the lowest ASID usable by a SEV (non-ES) guest.
+    The EPYC models report 509 and 1 there, as Milan hardware typically does; qemu64
+    reports 0 and 0, as QEMU's own leaf does (QEMU fills in only EAX and EBX).
 
     out_of_range says what a leaf above the maximum (basic or extended) returns:
     "last-basic" is QEMU's (and Intel's) rule, the registers of the highest basic
@@ -330,16 +345,22 @@ class CpuModel:
         ]
         if self.origin:
             lines.append(f"  {self.origin}")
-        lines.append("  features: " + " ".join(self.features()))
+        lines += _wrap("features:", self.features())
         missing = self.unimplemented_features
         if missing:
-            lines.append("  advertised but not implemented by pysev yet: " + " ".join(missing))
+            lines += _wrap("advertised but not implemented by pysev yet:", missing)
         if self.qemu_features is not None:
             left_out = [f for f in self.qemu_features if f not in IMPLEMENTED]
             if left_out:
-                lines.append(f"  left out of QEMU's {self.name} (not implemented by pysev): "
-                             + " ".join(left_out))
+                lines += _wrap(f"left out of QEMU's {self.name} (not implemented by pysev):",
+                               left_out)
         return "\n".join(lines)
+
+
+def _wrap(title, names, width=92):
+    return textwrap.wrap(title + " " + " ".join(names), width=width,
+                         initial_indent="  ", subsequent_indent="    ",
+                         break_on_hyphens=False, break_long_words=False)
 
 
 def _sev_on(sev):
@@ -383,6 +404,7 @@ def _qemu64():
         family=15, model=107, stepping=1, brand="QEMU Virtual CPU version 2.5+",
         phys_bits=40, virt_bits=48, level=0xD, xlevel=0x8000000A, table=QEMU64_LEAVES,
         out_of_range="last-basic", extra_leaves=(0x40000000, 0x40000001),
+        sev_guests=0, sev_min_asid=0,
         origin=f"leaves exactly as QEMU {QEMU_VERSION} gives them under TCG "
                "(-machine q35 -accel tcg -cpu qemu64)")
 
