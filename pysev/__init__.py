@@ -6,3 +6,12 @@ unicorn-style API in :mod:`pysev.api`, simple port-I/O devices in
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # pysev.Machine without importing the engine on `import pysev`
+    if name in ("Machine", "MachineError"):
+        from pysev import machine
+
+        return getattr(machine, name)
+    raise AttributeError(f"module 'pysev' has no attribute {name!r}")

@@ -40,9 +40,10 @@ COM1 = 0x3F8
 class CliError(Exception):
     """An error reported as ``pysev: <message>`` with the given exit code."""
 
-    def __init__(self, message, exit_code=2):
+    def __init__(self, message, exit_code=2, raw=False):
         super().__init__(message)
         self.exit_code = exit_code
+        self.raw = raw            # the message carries its own "pysev ...:" prefix
 
 
 # -- helpers shared by the subcommands --------------------------------------
@@ -200,11 +201,94 @@ def cmd_demo(args):
     return 0
 
 
+# -- pysev run -----------------------------------------------------------------------
+
+RUN_DESCRIPTION = ("Run x86 firmware (-bios FILE) on a pysev PC; takes QEMU-style options "
+                   "(pysev run -help lists them).")
+
+
+def add_run_parser(subparsers):
+    # only for `pysev --help`: main() hands `run` arguments to cmd_run unparsed,
+    # since QEMU-style options (-bios, -m ...) do not fit argparse
+    subparsers.add_parser("run", help="run firmware on a PC machine (QEMU-style options)",
+                          description=RUN_DESCRIPTION, add_help=False)
+
+
+def cmd_run(argv):
+    """``pysev run ARGS``: QEMU-style options, see pysev.machine.RUN_USAGE."""
+    from pysev import machine as pm
+    from pysev.cpu import EngineError
+
+    try:
+        opts = pm.parse_args(argv)
+    except pm.MachineError as exc:
+        raise CliError(str(exc), 2, raw=True) from None
+    helps = {"usage": lambda: pm.RUN_USAGE.rstrip("\n"), "cpu": pm.cpu_help,
+             "machine": pm.machine_help, "d": pm.log_items_help}
+    if opts.help:
+        print(helps[opts.help]())
+        return 0
+    if opts.bios is None:
+        raise CliError("pysev run: no firmware: give -bios FILE (pysev run -help lists "
+                       "the options)", 2, raw=True)
+    if opts.state_json is not None:
+        try:
+            open(opts.state_json, "w").close()
+        except OSError as exc:
+            raise CliError(f"pysev run: --state-json: cannot write '{opts.state_json}': "
+                           f"{exc.strerror}", 2, raw=True) from None
+
+    # serial ports on stdio share one sink that remembers whether a line is open
+    tail = TailTracker(stdout_sink())
+    kwargs = opts.machine_kwargs()
+    kwargs["serial"] = [tail if spec in ("stdio", "mon:stdio") else spec
+                        for spec in kwargs["serial"]]
+    if kwargs["debugcon"] in ("stdio", "mon:stdio"):
+        kwargs["debugcon"] = tail
+    try:
+        machine = pm.Machine(**kwargs)
+    except pm.MachineError as exc:
+        raise CliError(str(exc), 2, raw=True) from None
+
+    with machine:
+        exit_code = 0
+        try:
+            reason = machine.run()
+        except KeyboardInterrupt:
+            reason = machine.stop_reason = "interrupted"
+            exit_code = 130
+        except EngineError as exc:
+            reason = machine.stop_reason = "internal-error"
+            machine.stop_info = str(exc)
+            exit_code = 3
+        if opts.state_json is not None:
+            machine.write_state_json(opts.state_json)
+    sys.stdout.flush()
+    lead = "" if tail.at_line_start else "\n"
+    print(f"{lead}pysev: stopped after {machine.icount} instructions ({reason})",
+          file=sys.stderr)
+    if reason == "triple-fault":
+        cpu = machine.cpu
+        detail = f": {machine.stop_info}" if machine.stop_info else ""
+        print(f"pysev: the guest triple faulted at {cpu.seg_sel[1]:04x}:{cpu.rip:x}{detail}; "
+              "-no-reboot stops the machine instead of resetting it", file=sys.stderr)
+        return 1
+    if reason in ("exception", "internal-error"):
+        print(f"pysev: {STOP_TEXT.get(reason, reason)}: {machine.stop_info}", file=sys.stderr)
+        return 1 if reason == "exception" else exit_code
+    return exit_code
+
+
+STOP_TEXT = {"exception": "guest exception not delivered",
+             "internal-error": "internal error in pysev"}
+
+
 # -- main -------------------------------------------------------------------------
 
 # (name, function adding the subparser); the order is the order in --help
 SUBCOMMANDS = [
     ("demo", add_demo_parser),
+    ("run", add_run_parser),
 ]
 
 
@@ -221,16 +305,21 @@ def build_parser():
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help(sys.stderr)
-        return 2
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["run"]:
+        command, args = cmd_run, argv[1:]
+    else:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return 2
+        command = args.func
     try:
-        return args.func(args)
+        return command(args)
     except CliError as exc:
         sys.stdout.flush()
-        print(f"pysev: {exc}", file=sys.stderr)
+        print(exc if exc.raw else f"pysev: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stdout.flush()

@@ -55,7 +55,7 @@ _ARITH = _CF | _PF | _AF | _ZF | _SF | _OF
 
 # descriptor attribute bits, in QEMU's "flags" layout (descriptor bits 8..23 in place)
 _A_ACCESSED, _A_RW, _A_CE, _A_CODE, _A_S, _A_P = 0x100, 0x200, 0x400, 0x800, 0x1000, 0x8000
-_A_L, _A_DB = 1 << 21, 1 << 22
+_A_L, _A_DB, _A_G = 1 << 21, 1 << 22, 1 << 23
 
 _CR0_PE, _CR0_PG = 1, 1 << 31
 _EFER_LMA = 1 << 10
@@ -106,8 +106,18 @@ def _flag_letters(eflags):
         ("D", _DF), ("O", _OF), ("S", _SF), ("Z", _ZF), ("A", _AF), ("P", _PF), ("C", _CF)))
 
 
+def _qemu_flags(attr, limit):
+    """QEMU's segment "flags": descriptor bits 8..23, which include limit bits 19..16.
+
+    pysev keeps the attributes without those limit bits; they are recovered
+    from the (expanded) limit.
+    """
+    raw_limit = limit >> 12 if attr & _A_G else limit
+    return (attr & 0x00F0FF00) | (((raw_limit >> 16) & 0xF) << 16)
+
+
 def _segment_line(name, sel, base, limit, attr, pe, lma, cs64):
-    flags = attr & 0x00FFFF00
+    flags = _qemu_flags(attr, limit)
     if cs64:
         text = f"{name:<3}={sel & 0xFFFF:04x} {base & _M64:016x} {limit & _M32:08x} {flags:08x}"
     else:
@@ -141,7 +151,9 @@ def format_cpu_state(cpu, ccop=True):
     regs = cpu.regs
     eflags = cpu.eflags
     cpl = _cpl(cpu, pe)
-    status = (f"[{_flag_letters(eflags)}] CPL={cpl} II={int(bool(getattr(cpu, 'inhibit_irq', 0)))} "
+    shadow = getattr(cpu, "interrupt_shadow", None)        # IP the STI/MOV SS shadow covers
+    inhibit = int(shadow is not None and shadow == cpu.rip)
+    status = (f"[{_flag_letters(eflags)}] CPL={cpl} II={inhibit} "
               f"A20={int(bool(getattr(cpu, 'a20', 1)))} SMM={int(bool(getattr(cpu, 'smm', 0)))} "
               f"HLT={int(bool(getattr(cpu, 'halted', False)))}")
     out = []
@@ -261,18 +273,27 @@ def format_cr_update(n, value):
     return None
 
 
-def format_mmu(linear, access, phys=None, error_code=None, entries=()):
+_ACCESS_NAMES = {0: "read", 1: "write", 2: "fetch"}      # pysev.mem.paging ACCESS_*
+
+
+def format_mmu(linear, access, phys=None, error_code=None, entries=(), detail=""):
     """A page walk (a TLB miss), for ``-d mmu``.  pysev only: QEMU has no such line.
 
-    *access* is "read", "write" or "fetch"; *phys* the physical address found,
-    or None when the walk faulted with page-fault *error_code*; *entries* the
-    paging-structure entries read, top level first.
+    *access* is "read", "write" or "fetch" (or paging.ACCESS_READ/WRITE/FETCH);
+    *phys* the physical address found, or None when the walk faulted with
+    page-fault *error_code*; *entries* the paging-structure entries read, top
+    level first; *detail* why the walk failed.
     """
+    access = _ACCESS_NAMES.get(access, access)
     text = f"MMU walk: {access} lin={linear & _M64:016x}"
-    text += f" -> phys={phys:016x}" if phys is not None else \
-        f" -> #PF err={(error_code or 0) & 0xFFFF:04x}"
+    if phys is not None:
+        text += f" -> phys={phys:016x}"
+    else:
+        text += f" -> #PF err={(error_code or 0) & 0xFFFF:04x}"
     if entries:
         text += " [" + " ".join(f"{e & _M64:016x}" for e in entries) + "]"
+    if detail:
+        text += f" ({detail})"
     return text + "\n"
 
 
@@ -286,10 +307,14 @@ class Tracer:
     * ``step(rip)``: the CPU's step hook (used with ``cpu`` or single-stepping);
       prints a new instruction's ``IN:`` record, then the register dump.
     * ``log_block(blk)``: replaces the CPU's block log in block mode.
+    * ``log_check_exception(old, new)``: called by the CPU when an exception
+      is raised, before the double- and triple-fault rules (QEMU's
+      ``check_exception`` line; *old* is the exception being delivered, or None).
     * ``log_interrupt(vector, error_code, software, next_ip=None, old=None)``:
       called by the CPU before it delivers an exception or interrupt.
     * ``log_cr(n, value)``: called after a write to a control register.
-    * ``log_mmu(linear, access, phys=None, error_code=None, entries=())``: a page walk.
+    * ``log_mmu(linear, access, phys=None, error_code=None, entries=(), detail="")``:
+      a page walk.
     """
 
     def __init__(self, cpu, items, stream=None, single_step=False):
@@ -298,6 +323,7 @@ class Tracer:
         self.stream = stream if stream is not None else sys.stderr
         self.single_step = single_step or "cpu" in self.items
         self.interrupt_count = 0
+        self._cpu_checks = False      # the CPU calls log_check_exception itself
         self._printed = {}            # block key -> block object printed for it
 
     def write(self, text):
@@ -337,15 +363,24 @@ class Tracer:
             self.write(format_cpu_state(cpu))
 
     # ---- events ---------------------------------------------------------------------
+    def log_check_exception(self, old, new):
+        """The CPU is about to deliver exception *new* (before the double- and
+        triple-fault rules apply) while delivering *old* (None: nothing)."""
+        self._cpu_checks = True
+        if "int" in self.items:
+            self.write(format_check_exception(old, new))
+
     def log_interrupt(self, vector, error_code=None, software=False, next_ip=None,
                       old=None, hardware=False, *_ignored, **_also_ignored):
+        """The CPU is about to deliver *vector* (after the double-fault rules)."""
         if "int" not in self.items:
             return
         cpu = self.cpu
         text = ""
         if hardware:
             text += f"Servicing hardware INT=0x{vector:02x}\n"
-        elif not software:
+        elif not software and not self._cpu_checks:
+            # a CPU without the exception_log hook: report the exception here
             text += format_check_exception(old, vector)
         if cpu.cr0 & _CR0_PE:
             text += format_interrupt(cpu, self.interrupt_count, vector, error_code, software)
@@ -362,9 +397,9 @@ class Tracer:
         if text:
             self.write(text)
 
-    def log_mmu(self, linear, access, phys=None, error_code=None, entries=()):
+    def log_mmu(self, linear, access, phys=None, error_code=None, entries=(), detail=""):
         if "mmu" in self.items:
-            self.write(format_mmu(linear, access, phys, error_code, entries))
+            self.write(format_mmu(linear, access, phys, error_code, entries, detail))
 
     def log_reset(self, power_on=False):
         """After a CPU reset: QEMU logs the reset's CR0 load (twice at power-on,

@@ -10,9 +10,10 @@ ranges, and writes one text line per query to the isa-debugcon port 0x402:
     LEAF SUBLEAF EAX EBX ECX EDX        (eight hex digits each)
 
 then leaves QEMU through isa-debug-exit.  This tool folds the lines into a
-table (a leaf whose registers do not depend on ECX is recorded once, under
-subleaf None) and prints it as a Python dict, ready to paste into
-pysev/cpu/cpuid.py or a test.
+table (leaf -> registers when ECX does not matter, else leaf -> {subleaf:
+registers}), prints it as a Python dict ready to paste into pysev/cpu/cpuid.py
+or a test, and prints QEMU's warnings (features TCG filtered out of the model)
+as comments above it.
 
     python3 tools/qemu_cpuid.py                       # -cpu qemu64 (the default)
     python3 tools/qemu_cpuid.py --cpu EPYC-Milan

@@ -65,6 +65,11 @@ CHECKPOINTS = ("protected_mode", "cr3_load", "first_64bit")
 CR0_PE = 1 << 0
 EFER_LMA = 1 << 10
 SEG_L = 1 << 21                  # long-mode bit in QEMU's segment "flags"
+# QEMU's segment "flags" are the descriptor's whole high dword, so they also
+# carry base bits 24..31 / 0..7 and limit bits 16..19; pysev's seg_attr holds
+# only the attribute bits (type, S, DPL, P, AVL, L, D/B, G).  Base and limit
+# are compared on their own, so attributes are compared under this mask.
+ATTR_MASK = 0x00F0FF00
 
 # the machine pysev is started as, in pysev.Machine.from_args form
 PYSEV_ARGS = ["-cpu", "qemu64", "-m", "256", "-machine", "q35"]
@@ -76,12 +81,26 @@ class TraceError(Exception):
 
 # --------------------------------------------------------------------------- recording
 
-def qemu_command(bios_path, log_path, cpu="qemu64", memory="256", qemu=QEMU):
-    """The QEMU command line used by :func:`record`."""
-    return [qemu, "-machine", "q35", "-accel", "tcg", "-cpu", cpu, "-m", str(memory),
+def qemu_command(bios_path, log_path, cpu="qemu64", memory="256", qemu=QEMU, version=(7, 2)):
+    """The QEMU command line used by :func:`record`.
+
+    One instruction per translation block is ``-singlestep`` up to QEMU 8.0
+    and the accelerator property ``one-insn-per-tb`` from 8.1 on.
+    """
+    if version >= (8, 1):
+        accel, one_insn = ["-accel", "tcg,one-insn-per-tb=on"], []
+    else:
+        accel, one_insn = ["-accel", "tcg"], ["-singlestep"]
+    return ([qemu, "-machine", "q35"] + accel + ["-cpu", cpu, "-m", str(memory),
             "-bios", bios_path,
             "-display", "none", "-serial", "null", "-monitor", "none", "-no-reboot",
-            "-d", LOG_ITEMS, "-singlestep", "-D", log_path]
+            "-d", LOG_ITEMS] + one_insn + ["-D", log_path])
+
+
+def qemu_version_tuple(text):
+    """(major, minor) from ``qemu --version`` output; (0, 0) when not recognised."""
+    m = re.search(r"version (\d+)\.(\d+)", text)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
 def qemu_version(qemu=QEMU):
@@ -114,7 +133,7 @@ def record(bios_path, out_path, max_insns=DEFAULT_MAX_INSNS, cpu="qemu64", *,
     number of instruction records in the log; raises :class:`TraceError` when
     fewer than *max_insns* were logged.
     """
-    if shutil.which(qemu) is None and not os.path.exists(qemu):
+    if shutil.which(qemu) is None:
         raise TraceError(f"{qemu} not found (Debian: apt-get install qemu-system-x86)")
     if not os.path.isfile(bios_path):
         raise TraceError(f"firmware image {bios_path} not found")
@@ -123,7 +142,8 @@ def record(bios_path, out_path, max_insns=DEFAULT_MAX_INSNS, cpu="qemu64", *,
     target = max_insns + margin
     if os.path.exists(out_path):
         os.unlink(out_path)
-    cmd = qemu_command(bios_path, out_path, cpu=cpu, qemu=qemu)
+    cmd = qemu_command(bios_path, out_path, cpu=cpu, qemu=qemu,
+                       version=qemu_version_tuple(qemu_version(qemu)))
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     dumps = 0
@@ -560,7 +580,8 @@ def fixture_dict(cps, bios_path, qemu_ver, max_insns=None, reset=None):
         "bios_sha256": sha256_file(bios_path),
         "bios_size": os.path.getsize(bios_path),
         "qemu_version": qemu_ver,
-        "qemu_command": " ".join(qemu_command(os.path.basename(bios_path), "trace.log")[1:]),
+        "qemu_command": " ".join(qemu_command(os.path.basename(bios_path), "trace.log",
+                                              version=qemu_version_tuple(qemu_ver))[1:]),
         "numbering": "index n = QEMU's n-th executed instruction; its record is the state before it "
                      "(= pysev after n - 1 instructions)",
     }
@@ -677,7 +698,8 @@ def diff_state(qrec, pstate):
     """Fields where pysev's state differs from a QEMU record: list of (field, qemu, pysev).
 
     Registers QEMU prints with 32 bits (outside 64-bit code) are compared on
-    their low 32 bits; bases, CR2 and CR3 likewise when QEMU printed them short.
+    their low 32 bits; bases, CR2 and CR3 likewise when QEMU printed them short;
+    segment attributes under :data:`ATTR_MASK`.
     """
     diffs = []
     gmask = _gpr_mask(qrec)
@@ -702,12 +724,12 @@ def diff_state(qrec, pstate):
             diffs.append((name, "present", "missing"))
             continue
         for f in ("selector", "base", "limit", "attr"):
-            cmp(f"{name}.{f}", qs[f], ps.get(f), smask if f == "base" else (1 << 64) - 1)
+            cmp(f"{name}.{f}", qs[f], ps.get(f), SEG_MASKS.get(f, smask if f == "base" else ALL))
     for name in ("ldtr", "tr"):
         if name in pstate and name in qrec:
             for f in ("selector", "base", "limit", "attr"):
                 cmp(f"{name}.{f}", qrec[name][f], pstate[name].get(f),
-                    smask if f == "base" else (1 << 64) - 1)
+                    SEG_MASKS.get(f, smask if f == "base" else ALL))
     for name in ("gdtr", "idtr"):
         ps = pstate.get(name) or {}
         cmp(f"{name}.base", qrec[name]["base"], ps.get("base"), smask)
@@ -717,6 +739,10 @@ def diff_state(qrec, pstate):
     for name in ("cr2", "cr3"):
         cmp(name, qrec[name], pstate.get(name), smask)
     return diffs
+
+
+ALL = (1 << 64) - 1
+SEG_MASKS = {"attr": ATTR_MASK}
 
 
 def _fmt(v):

@@ -143,7 +143,7 @@ def decode_features(value_of):
         value = value_of(leaf, sub, reg)
         for bit in range(32):
             if value >> bit & 1:
-                name = names.get(bit) or f"{leaf:#x}.{sub or 0}:{'abcd'[reg]}x[{bit}]"
+                name = names.get(bit) or f"{leaf:#x}.{sub or 0}:e{'abcd'[reg]}x[{bit}]"
                 if name not in found:
                     found.append(name)
     return found
@@ -159,7 +159,10 @@ def vendor_regs(vendor):
 
 
 def decode_vendor(ebx, ecx, edx):
-    """The vendor string of leaf 0 (or of 0x80000000 / 0x40000000) from EBX, ECX, EDX."""
+    """The vendor string of leaf 0 or 0x80000000 from EBX, ECX, EDX.
+
+    (A hypervisor signature at 0x40000000 is stored in EBX, ECX, EDX order instead.)
+    """
     return b"".join(r.to_bytes(4, "little") for r in (ebx, edx, ecx)).decode("ascii", "replace")
 
 
@@ -277,8 +280,9 @@ class CpuModel:
     def cpuid(self, leaf, subleaf=0, *, sev=None, apic_id=0):
         """(eax, ebx, ecx, edx) for CPUID with EAX = leaf, ECX = subleaf.
 
-        sev: None (SEV off) or an object or dict with cbitpos, reduced_phys_bits, es,
-        snp (missing fields: the model's C-bit 51, 1 reduced bit, no ES, no SNP).
+        sev: None or False (SEV off), or an object or dict with cbitpos,
+        reduced_phys_bits, es, snp (missing fields default to C-bit 51, 1 reduced
+        bit, no ES, no SNP).  apic_id: this vCPU's APIC ID.
         """
         leaf &= M32
         subleaf &= M32

@@ -682,7 +682,7 @@ if os.environ.get("PYSEV_DIFF_SHRINK", "1") != "0":
     _PHASES.append(Phase.shrink)
 
 
-def check_form(form: Form, max_examples: int | None = None):
+def check_form(form: Form, max_examples: int | None = None, shrink: bool = True):
     import pytest
     try:
         get_engine("subject")
@@ -697,7 +697,8 @@ def check_form(form: Form, max_examples: int | None = None):
     diff_one_instruction = given(raw=raw_inputs())(diff_one_instruction)
     diff_one_instruction = settings(
         max_examples=max_examples or MAX_EXAMPLES, deadline=None, derandomize=True,
-        database=None, phases=_PHASES, print_blob=False,
+        database=None, phases=_PHASES if shrink else [p for p in _PHASES if p != Phase.shrink],
+        print_blob=False,
         suppress_health_check=list(HealthCheck))(diff_one_instruction)
     for ex in reversed(EDGE_EXAMPLES):
         diff_one_instruction = example(raw=ex)(diff_one_instruction)

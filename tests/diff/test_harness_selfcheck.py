@@ -148,3 +148,46 @@ def test_unicorn_cmpxchg32_quirk_still_present():
     r = h.get_engine("reference").run(st)
     assert r.rflags & h.ZF
     assert r.regs["rax"] == 5            # SDM: accumulator not written -> 0xaaaaaaaa00000005
+
+
+class _Tampered:
+    """Unicorn, with its result modified afterwards: stands in for a buggy subject engine."""
+
+    def __init__(self, tamper):
+        self.inner, self.tamper = h.UnicornEngine(), tamper
+
+    def run(self, st):
+        r = self.inner.run(st)
+        self.tamper(r)
+        return r
+
+
+def _check_with_subject(monkeypatch, asm, tamper, n=5):
+    monkeypatch.setitem(h._ENGINES, "subject", _Tampered(tamper))
+    h.check_form(_form(asm), max_examples=n, shrink=False)
+
+
+def _flip(name):
+    def tamper(r):
+        r.regs[name] ^= 1 << 40
+    return tamper
+
+
+@pytest.mark.parametrize("asm, tamper", [
+    ("add rax, [r13]", _flip("rax")),                                   # result register
+    ("add rax, [r13]", _flip("r15")),                                   # unrelated register
+    ("and ecx, {id}", lambda r: setattr(r, "rflags", r.rflags ^ h.CF)),  # defined flag
+    ("sahf", lambda r: setattr(r, "rip", r.rip + 1)),
+    ("add [r12+rcx*4], esi", lambda r: setattr(r, "data", r.data[:-1] + bytes([r.data[-1] ^ 1]))),
+    ("push rbx", lambda r: setattr(r, "stack", bytes([r.stack[0] ^ 1]) + r.stack[1:])),
+    ("div r9", lambda r: setattr(r, "fault", None)),                     # missing #DE
+])
+def test_harness_detects_mismatch(monkeypatch, asm, tamper):
+    with pytest.raises(AssertionError):
+        _check_with_subject(monkeypatch, asm, tamper)
+
+
+def test_harness_ignores_undefined_flags(monkeypatch):
+    # AF is undefined after AND, SF/ZF/AF/PF after MUL: differences there are not failures
+    _check_with_subject(monkeypatch, "and ecx, {id}", lambda r: setattr(r, "rflags", r.rflags ^ h.AF), n=20)
+    _check_with_subject(monkeypatch, "mul r9", lambda r: setattr(r, "rflags", r.rflags ^ (h.SF | h.ZF | h.AF | h.PF)), n=20)

@@ -5,7 +5,17 @@ mode with identity-mapped 2 MiB pages for the first GiB (PML4 at 0x10000,
 PDPT at 0x11000, PD at 0x12000), loads a GDT (0x08 32-bit code, 0x10 data,
 0x18 64-bit code, 0x20 16-bit data, 0x28 user 64-bit code, 0x30 user data)
 and then runs the test body at label `body` in 64-bit mode with RSP = 0x80000.
-With mode="protected" the body runs in 32-bit protected mode without paging.
+With mode="protected" the body runs in 32-bit protected mode without paging
+(GDT loaded, DS/ES/SS = 0x10, ESP = 0x80000); with mode="real" it runs in
+real mode right after the reset code (CS = 0xF000, DS = SS = 0, SP = 0x7000,
+interrupts off, no GDT loaded).  Body labels are linear addresses (org
+0xF0000), so 16-bit code addresses them as `label - 0xF0000` within CS.
+
+boot(..., setup=fn) calls fn(cpu) after reset and before the run (to set
+cpu.phys_bits, add memory, ...); cpu.update_paging() is called afterwards.
+
+idt64() / idt32() give the assembly of an IDT whose stubs record each
+exception (see their docstrings); records(cpu) reads the records back.
 """
 
 import hashlib
@@ -28,6 +38,9 @@ start16:
     mov ds, ax
     mov ss, ax
     mov sp, 0x7000
+%ifidn MODE, real
+    jmp body
+%endif
     o32 lgdt [cs:gdt_ptr - 0xF0000]
     mov eax, cr0
     or eax, 1
@@ -100,10 +113,14 @@ times 0x10000 - ($ - $$) db 0
 """
 
 
+BITS = {"long": 64, "protected": 32, "real": 16}
+
+
 def build(body, mode="long"):
     """Assemble PROLOGUE + body + EPILOGUE into a 64 KiB image (cached)."""
-    src = f"%define MODE {mode}\n" + PROLOGUE + (
-        "bits 64\n" if mode == "long" else "bits 32\n") + body + EPILOGUE
+    if mode not in BITS:
+        raise ValueError(f"unknown mode {mode!r}")
+    src = f"%define MODE {mode}\n" + PROLOGUE + f"bits {BITS[mode]}\n" + body + EPILOGUE
     key = hashlib.sha256(src.encode()).hexdigest()[:32]
     os.makedirs(CACHE, exist_ok=True)
     path = os.path.join(CACHE, f"bios-{key}.bin")
@@ -134,8 +151,11 @@ class SerialCapture:
             self.out.append(value & 0xFF)
 
 
-def boot(body, mode="long", max_insns=2_000_000):
-    """Run a BIOS built from `body`; returns (cpu, stop reason, serial bytes)."""
+def boot(body, mode="long", max_insns=2_000_000, setup=None):
+    """Run a BIOS built from `body`; returns (cpu, stop reason, serial bytes).
+
+    setup: optional callable(cpu) run after reset (then cpu.update_paging()).
+    """
     image = build(body, mode)
     mem = PhysMem()
     mem.add_ram(0, 0xA0000)
@@ -145,5 +165,214 @@ def boot(body, mode="long", max_insns=2_000_000):
     ports = SerialCapture()
     cpu = CPU(mem, ports=ports, log=sys.stderr)
     cpu.reset()
+    if setup is not None:
+        setup(cpu)
+        cpu.update_paging()
     reason = cpu.run(max_insns)
     return cpu, reason, bytes(ports.out)
+
+
+# ---- recording IDTs ---------------------------------------------------------------------
+#
+# Each exception or interrupt taken through these IDTs appends a 128-byte record
+# at RESULTS (RESULTS + 128 * n for the n-th, counted at COUNT) and then resumes
+# at the address stored at RESUME with the stack pointer stored at RESUME_SP
+# (0x80000 unless the body stores another).  The stubs use the scratch
+# quadwords at 0x2FFD0 / 0x2FFD8 and clobber RAX and RBX (EAX, EBX).
+
+RESULTS = 0x30000
+COUNT = 0x2FFF0
+RESUME = 0x2FFF8
+RESUME_SP = 0x2FFE8
+RECORD_SIZE = 128
+RECORD_FIELDS = ("vector", "error", "cr2", "rip", "cs", "rflags", "rsp", "ss",
+                 "frame", "handler_ss", "rax", "rbx")
+# vectors for which the CPU pushes an error code
+ERROR_CODE_VECTORS = frozenset((8, 10, 11, 12, 13, 14, 17, 21, 29, 30))
+
+
+def _no_error_code(v):
+    return v not in ERROR_CODE_VECTORS
+
+
+def idt64(cs=0x18, base=0x20000, dpl3=(), ist=None):
+    """(setup, stubs) assembly for a 256-entry 64-bit IDT of interrupt gates to `cs`.
+
+    dpl3: vectors whose gate has DPL 3 (reachable by int n from user mode);
+    ist: {vector: IST index}.  `setup` fills the IDT at `base`, loads it and
+    zeroes the record count; `stubs` must be placed somewhere in the body.
+    A record holds, as quadwords: vector, error code (0 when the vector has
+    none), CR2, then the frame the CPU pushed (RIP, CS, RFLAGS, RSP, SS), the
+    handler's RSP pointing at the saved RIP ("frame"), the handler's SS
+    selector and the RAX and RBX of the interrupted code.
+    """
+    ist = ist or {}
+    tweaks = "".join(f"    mov byte [{base + v * 16 + 5:#x}], 0xEE\n" for v in dpl3)
+    tweaks += "".join(f"    mov byte [{base + v * 16 + 4:#x}], {i}\n" for v, i in ist.items())
+    setup = f"""
+    mov qword [{COUNT:#x}], 0
+    mov qword [{RESUME_SP:#x}], 0x80000
+    mov rdi, {base:#x}
+    mov rsi, idt_stub_0
+    mov ecx, 256
+.idt_fill:
+    mov rax, rsi
+    mov [rdi], ax
+    mov word [rdi+2], {cs:#x}
+    mov word [rdi+4], 0x8E00
+    shr rax, 16
+    mov [rdi+6], ax
+    shr rax, 16
+    mov [rdi+8], eax
+    mov dword [rdi+12], 0
+    add rdi, 16
+    add rsi, 16
+    loop .idt_fill
+{tweaks}    lidt [idt_ptr]
+"""
+    stubs = f"""
+idt_common:
+    mov [0x2FFD0], rax
+    mov [0x2FFD8], rbx
+    mov rbx, [{COUNT:#x}]
+    shl rbx, 7
+    add rbx, {RESULTS:#x}
+    pop rax
+    mov [rbx], rax
+    pop rax
+    mov [rbx+8], rax
+    mov rax, cr2
+    mov [rbx+16], rax
+%assign i 0
+%rep 5
+    mov rax, [rsp+8*i]
+    mov [rbx+24+8*i], rax
+%assign i i+1
+%endrep
+    mov [rbx+64], rsp
+    xor eax, eax
+    mov ax, ss
+    mov [rbx+72], rax
+    mov rax, [0x2FFD0]
+    mov [rbx+80], rax
+    mov rax, [0x2FFD8]
+    mov [rbx+88], rax
+    inc qword [{COUNT:#x}]
+    mov rsp, [{RESUME_SP:#x}]
+    jmp [{RESUME:#x}]
+align 8
+idt_ptr:
+    dw 4095
+    dq {base:#x}
+align 16
+idt_stub_0:
+%assign v 0
+%rep 256
+align 16
+%if v == 8 || (v >= 10 && v <= 14) || v == 17 || v == 21 || v == 29 || v == 30
+%else
+    push 0
+%endif
+    push v
+    jmp idt_common
+%assign v v+1
+%endrep
+"""
+    return setup, stubs
+
+
+def idt32(cs=0x08, base=0x20000, dpl3=()):
+    """(setup, stubs) for a 256-entry 32-bit IDT of interrupt gates to `cs`; like idt64.
+
+    The record has the same layout (each value zero-extended to a quadword);
+    the saved ESP and SS are only meaningful when the CPU switched stacks.
+    """
+    tweaks = "".join(f"    mov byte [{base + v * 8 + 5:#x}], 0xEE\n" for v in dpl3)
+    setup = f"""
+    mov dword [{COUNT:#x}], 0
+    mov dword [{COUNT + 4:#x}], 0
+    mov dword [{RESUME_SP:#x}], 0x80000
+    mov edi, {base:#x}
+    mov esi, idt_stub_0
+    mov ecx, 256
+.idt_fill:
+    mov eax, esi
+    mov [edi], ax
+    mov word [edi+2], {cs:#x}
+    mov word [edi+4], 0x8E00
+    shr eax, 16
+    mov [edi+6], ax
+    add edi, 8
+    add esi, 16
+    loop .idt_fill
+{tweaks}    lidt [idt_ptr]
+"""
+    stubs = f"""
+idt_common:
+    mov [0x2FFD0], eax
+    mov [0x2FFD8], ebx
+    mov ebx, [{COUNT:#x}]
+    shl ebx, 7
+    add ebx, {RESULTS:#x}
+%assign i 0
+%rep 16
+    mov dword [ebx+4*i], 0
+%assign i i+1
+%endrep
+    pop eax
+    mov [ebx], eax
+    pop eax
+    mov [ebx+8], eax
+    mov eax, cr2
+    mov [ebx+16], eax
+%assign i 0
+%rep 5
+    mov eax, [esp+4*i]
+    mov [ebx+24+8*i], eax
+%assign i i+1
+%endrep
+    mov [ebx+64], esp
+    xor eax, eax
+    mov ax, ss
+    mov [ebx+72], eax
+    mov eax, [0x2FFD0]
+    mov [ebx+80], eax
+    mov eax, [0x2FFD8]
+    mov [ebx+88], eax
+    inc dword [{COUNT:#x}]
+    mov esp, [{RESUME_SP:#x}]
+    jmp [{RESUME:#x}]
+align 8
+idt_ptr:
+    dw 2047
+    dd {base:#x}
+align 16
+idt_stub_0:
+%assign v 0
+%rep 256
+align 16
+%if v == 8 || (v >= 10 && v <= 14) || v == 17 || v == 21 || v == 29 || v == 30
+%else
+    push 0
+%endif
+    push v
+    jmp idt_common
+%assign v v+1
+%endrep
+"""
+    return setup, stubs
+
+
+def records(cpu):
+    """The exception records written by the idt64/idt32 stubs, as dicts."""
+    out = []
+    for n in range(cpu.mem.read(COUNT, 8)):
+        raw = cpu.mem.read_bytes(RESULTS + RECORD_SIZE * n, RECORD_SIZE)
+        values = [int.from_bytes(raw[i:i + 8], "little") for i in range(0, RECORD_SIZE, 8)]
+        out.append(dict(zip(RECORD_FIELDS, values)))
+    return out
+
+
+def faults(cpu):
+    """(vector, error code) of every record."""
+    return [(r["vector"], r["error"]) for r in records(cpu)]

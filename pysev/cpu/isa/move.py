@@ -82,9 +82,11 @@ def _accumulator(size):
 
 @emits("CMPXCHG")
 def cmpxchg(e, ins):
-    # Follows the SDM: the destination is always written (with itself when the
-    # comparison fails) and the accumulator only when it fails.  QEMU 5 (unicorn)
-    # also rewrites the accumulator on success, zero-extending EAX into RAX.
+    # As hardware does: a memory destination is always written (with itself when
+    # the comparison fails); a register destination only on success, so a failed
+    # 32-bit compare leaves its upper half alone; the accumulator is written only
+    # on failure.  (QEMU before 8.1, and so unicorn, also rewrites the accumulator
+    # on success, zero-extending EAX into RAX.)
     dst, src = ins.ops
     size = dst.size
     acc = _accumulator(size)
@@ -99,7 +101,8 @@ def cmpxchg(e, ins):
     e.indent -= 1
     e.line("else:")
     e.indent += 1
-    e.write(dst, d)
+    if dst.kind == "mem":
+        e.write(dst, d)
     e.write(acc, d)
     e.indent -= 1
     e.flags(F.SUB, size, a, d, r)
