@@ -19,7 +19,9 @@ def mov(e, ins):
             return
         e.call_helper("load_seg", dst.num, e.read(src), result=False)
         if dst.num == 2:
-            e.end_here()                      # SS sets the stack size for what follows
+            # interrupts are held off for one instruction; SS sets the stack size
+            e.line(f"cpu.interrupt_shadow = {ins.next_ip:#x}")
+            e.end_here()
         return
     value = e.read(src)
     if src.kind == "sreg" and dst.kind == "reg" and dst.size > 2:

@@ -55,6 +55,7 @@ def pop(e, ins):
         e.call_helper("load_seg", dst.num, v, result=False)
         sp_write(e, nsp)
         if dst.num == 2:
+            e.line(f"cpu.interrupt_shadow = {ins.next_ip:#x}")
             e.end_here()
         return
     if dst.kind == "mem":
