@@ -260,7 +260,7 @@ def cmd_run(argv):
         except EngineError as exc:
             reason = machine.stop_reason = "internal-error"
             machine.stop_info = str(exc)
-            exit_code = 3
+            exit_code = 1
         if opts.state_json is not None:
             machine.write_state_json(opts.state_json)
     sys.stdout.flush()
@@ -274,8 +274,8 @@ def cmd_run(argv):
               "-no-reboot stops the machine instead of resetting it", file=sys.stderr)
         return 1
     if reason in ("exception", "internal-error"):
-        print(f"pysev: {STOP_TEXT.get(reason, reason)}: {machine.stop_info}", file=sys.stderr)
-        return 1 if reason == "exception" else exit_code
+        print(f"pysev: {STOP_TEXT[reason]}: {machine.stop_info}", file=sys.stderr)
+        return 1
     return exit_code
 
 

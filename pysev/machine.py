@@ -157,7 +157,8 @@ def parse_machine(text):
             mtype = value
         elif key == "accel":
             if value != "tcg":
-                raise MachineError(f"-machine: unsupported accelerator '{value}' (pysev is tcg-like)")
+                raise MachineError(f"-machine: unsupported accelerator '{value}' "
+                                   "(pysev is tcg-like)")
         else:
             raise MachineError(f"-machine: unsupported machine property '{key}'")
     if mtype is None:
@@ -184,7 +185,7 @@ def check_chardev(spec, option):
                        "(supported: stdio, file:PATH, null, none)")
 
 
-# ---- the memory map --------------------------------------------------------------------------------
+# ---- the memory map --------------------------------------------------------------------------
 
 def ram_split(machine, ram_size):
     """(bytes below 4 GiB, bytes above 4 GiB) as QEMU places them."""
@@ -241,7 +242,7 @@ def check_bios(data, name="image"):
     return data
 
 
-# ---- command-line parsing ---------------------------------------------------------------------------
+# ---- command-line parsing --------------------------------------------------------------------
 
 # QEMU-style options: name -> takes a value
 _OPTIONS = {
@@ -413,7 +414,7 @@ def _apply(opts, name, value):
         opts.state_json = value
 
 
-# ---- character devices --------------------------------------------------------------------------------
+# ---- character devices -----------------------------------------------------------------------
 
 def _stdout_sink():
     buffer = getattr(sys.stdout, "buffer", None)
@@ -428,7 +429,7 @@ def _stdout_sink():
     return emit
 
 
-# ---- the machine -------------------------------------------------------------------------------------
+# ---- the machine -----------------------------------------------------------------------------
 
 _SEG_KEYS = ("es", "cs", "ss", "ds", "fs", "gs")
 _GPR_KEYS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
@@ -491,6 +492,7 @@ class Machine:
             self.bios_path = os.fspath(bios)
         if memory < MIN_RAM:
             raise MachineError(f"-m: {memory} bytes is too small (at least 1 MiB)")
+        memory = -(-memory // RAM_ALIGN) * RAM_ALIGN          # as QEMU rounds -m
         for item in log_items:
             if item not in LOG_ITEMS:
                 raise MachineError(f"-d: unknown log item '{item}' (try -d help)")

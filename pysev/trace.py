@@ -297,7 +297,7 @@ def format_mmu(linear, access, phys=None, error_code=None, entries=(), detail=""
     return text + "\n"
 
 
-# ---- the tracer --------------------------------------------------------------------------------
+# ---- the tracer ------------------------------------------------------------------------------
 
 class Tracer:
     """Writes the enabled ``-d`` items to *stream*.

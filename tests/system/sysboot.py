@@ -20,6 +20,7 @@ exception (see their docstrings); records(cpu) reads the records back.
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -118,25 +119,54 @@ BITS = {"long": 64, "protected": 32, "real": 16}
 
 def build(body, mode="long"):
     """Assemble PROLOGUE + body + EPILOGUE into a 64 KiB image (cached)."""
+    return _assemble(body, mode)[0]
+
+
+def labels(body, mode="long"):
+    """{label: linear address} of the image built from `body` (local labels as `outer.local`)."""
+    return _assemble(body, mode)[1]
+
+
+def _assemble(body, mode):
     if mode not in BITS:
         raise ValueError(f"unknown mode {mode!r}")
     src = f"%define MODE {mode}\n" + PROLOGUE + f"bits {BITS[mode]}\n" + body + EPILOGUE
     key = hashlib.sha256(src.encode()).hexdigest()[:32]
     os.makedirs(CACHE, exist_ok=True)
     path = os.path.join(CACHE, f"bios-{key}.bin")
-    if not os.path.exists(path):
+    mpath = os.path.join(CACHE, f"bios-{key}.map")
+    if not (os.path.exists(path) and os.path.exists(mpath)):
         with tempfile.TemporaryDirectory() as d:
             asm = os.path.join(d, "bios.asm")
+            mapf = os.path.join(d, "bios.map")
             with open(asm, "w") as f:
-                f.write(src)
+                f.write(f"[map symbols {mapf}]\n" + src)
             out = os.path.join(d, "bios.bin")
             proc = subprocess.run(["nasm", "-f", "bin", "-o", out, asm],
                                   capture_output=True, text=True)
             if proc.returncode:
                 raise RuntimeError(proc.stderr)
+            os.replace(mapf, mpath + ".tmp")
+            os.replace(mpath + ".tmp", mpath)
             os.replace(out, path)
     with open(path, "rb") as f:
-        return f.read()
+        image = f.read()
+    with open(mpath) as f:
+        return image, _parse_map(f.read())
+
+
+def _parse_map(text):
+    found = {}
+    in_syms = False
+    for line in text.splitlines():
+        if line.startswith("Real") and "Name" in line:
+            in_syms = True
+            continue
+        if in_syms:
+            m = re.match(r"\s*([0-9A-Fa-f]+)\s+([0-9A-Fa-f]+)\s+(\S+)\s*$", line)
+            if m:
+                found[m.group(3)] = int(m.group(1), 16)
+    return found
 
 
 class SerialCapture:
@@ -281,11 +311,13 @@ align 16
     return setup, stubs
 
 
-def idt32(cs=0x08, base=0x20000, dpl3=()):
+def idt32(cs=0x08, base=0x20000, dpl3=(), ds=0x10):
     """(setup, stubs) for a 256-entry 32-bit IDT of interrupt gates to `cs`; like idt64.
 
     The record has the same layout (each value zero-extended to a quadword);
     the saved ESP and SS are only meaningful when the CPU switched stacks.
+    The stubs load DS and ES with `ds` (an IRET to CPL 3 nulls them) and
+    leave them so.
     """
     tweaks = "".join(f"    mov byte [{base + v * 8 + 5:#x}], 0xEE\n" for v in dpl3)
     setup = f"""
@@ -309,7 +341,10 @@ def idt32(cs=0x08, base=0x20000, dpl3=()):
 """
     stubs = f"""
 idt_common:
-    mov [0x2FFD0], eax
+    mov [ss:0x2FFD0], eax
+    mov ax, {ds:#x}
+    mov ds, ax
+    mov es, ax
     mov [0x2FFD8], ebx
     mov ebx, [{COUNT:#x}]
     shl ebx, 7

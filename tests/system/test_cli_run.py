@@ -134,7 +134,7 @@ def test_triple_fault_with_no_reboot_fails(tmp_path):
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()
     assert lines[0] == "pysev: stopped after 3 instructions (triple-fault)"
-    assert lines[1].startswith("pysev: the guest triple faulted at f000:5")
+    assert lines[1].startswith("pysev: the guest triple faulted at f000:6: ")
     assert lines[1].endswith("; -no-reboot stops the machine instead of resetting it")
     assert len(lines) == 2
     assert json.loads(state.read_text())["stop_reason"] == "triple-fault"

@@ -100,7 +100,7 @@ class Capture:
         self.data += data
 
 
-# ---- memory map ---------------------------------------------------------------------------------
+# ---- memory map ------------------------------------------------------------------------------
 
 def test_rom_ends_at_4g_and_its_last_128k_appear_below_1m():
     image = pattern(256 * KiB)
@@ -243,7 +243,7 @@ def test_bios_bytes_are_checked_too():
         Machine(bios=None)
 
 
-# ---- options ------------------------------------------------------------------------------------
+# ---- options ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv, message", [
     (["-foo"], "unknown option '-foo'"),
@@ -258,7 +258,8 @@ def test_bios_bytes_are_checked_too():
     (["-cpu", "host,+sev"], "-cpu: CPU properties are not supported ('+sev')"),
     (["-serial", "pty"],
      "-serial: unsupported character device 'pty' (supported: stdio, file:PATH, null, none)"),
-    (["-display", "gtk"], "-display: unsupported display 'gtk' (pysev has none: use -display none)"),
+    (["-display", "gtk"],
+     "-display: unsupported display 'gtk' (pysev has none: use -display none)"),
     (["-d", "in_asm,exec"], "-d: unknown log item 'exec' (try -d help)"),
     (["-accel", "kvm"], "-accel: unsupported accelerator 'kvm' (supported: tcg)"),
     (["-smp", "4"], "-smp: only one CPU is supported, not '4'"),
@@ -317,7 +318,7 @@ def test_help_requests(argv, what):
         Machine.from_args(argv)
 
 
-# ---- reset and running -----------------------------------------------------------------------------
+# ---- reset and running -----------------------------------------------------------------------
 
 def test_reset_state(hello_path):
     m = Machine.from_args(["-bios", hello_path, "-serial", "null"])
@@ -459,7 +460,7 @@ def test_stop_from_a_device():
     assert m.icount == 7          # jmp, mov, mov, mov, test, jz, out
 
 
-# ---- traces -------------------------------------------------------------------------------------------
+# ---- traces ----------------------------------------------------------------------------------
 
 # QEMU 7.2's log of the first instruction of the hello image (-cpu qemu64, -d in_asm,cpu)
 QEMU_FIRST_RECORD = """\
