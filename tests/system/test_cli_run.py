@@ -1,18 +1,22 @@
 """`pysev run`: the command line around pysev.Machine, run as a subprocess."""
 
+import functools
 import json
+import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
-from conftest import assemble
 from pysev.cpu.cpuid import get_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 TOP_64K = """
+bits 16
+org 0
 start:
 {code}
 times 0xfff0 - ($ - $$) db 0
@@ -48,13 +52,27 @@ null_idt: dw 0
 """
 
 
+@functools.lru_cache(maxsize=None)
+def nasm(src):
+    """Assemble nasm source (flat binary); returns the bytes."""
+    with tempfile.TemporaryDirectory(prefix="pysev-bios-") as tmp:
+        asm, out = os.path.join(tmp, "bios.asm"), os.path.join(tmp, "bios.bin")
+        with open(asm, "w") as f:
+            f.write(src)
+        proc = subprocess.run(["nasm", "-f", "bin", "-w-all", "-o", out, asm],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        with open(out, "rb") as f:
+            return f.read()
+
+
 def pysev(*args, cwd=ROOT):
     return subprocess.run([sys.executable, "-m", "pysev", "run", *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=300)
 
 
 def image(tmp_path, code, name="bios.bin"):
-    top, _ = assemble(TOP_64K.format(code=code), 16, 0)
+    top = nasm(TOP_64K.format(code=code))
     path = tmp_path / name
     path.write_bytes(top)
     return path

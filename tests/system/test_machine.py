@@ -1,13 +1,15 @@
 """pysev.Machine: the memory map, firmware loading, options, devices, reset, traces."""
 
+import functools
 import io
 import json
 import os
+import subprocess
+import tempfile
 import types
 
 import pytest
 
-from conftest import assemble
 from pysev import Machine, MachineError
 from pysev import trace
 from pysev.cpu.cpuid import get_model
@@ -19,6 +21,8 @@ FOUR_GIB = 1 << 32
 # 16-bit code at the bottom of the top 64 KiB of the image (CS base 0xFFFF0000 at
 # reset, so IP = offset), entered from the reset vector at IP 0xFFF0
 TOP_64K = """
+bits 16
+org 0
 start:
 {code}
 times 0xfff0 - ($ - $$) db 0
@@ -73,9 +77,23 @@ DEBUGCON = r"""
 """
 
 
+@functools.lru_cache(maxsize=None)
+def nasm(src):
+    """Assemble nasm source (flat binary); returns the bytes."""
+    with tempfile.TemporaryDirectory(prefix="pysev-bios-") as tmp:
+        asm, out = os.path.join(tmp, "bios.asm"), os.path.join(tmp, "bios.bin")
+        with open(asm, "w") as f:
+            f.write(src)
+        proc = subprocess.run(["nasm", "-f", "bin", "-w-all", "-o", out, asm],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        with open(out, "rb") as f:
+            return f.read()
+
+
 def bios(code, size=0x10000, fill=0):
     """A firmware image of *size* bytes whose top 64 KiB run *code* from reset."""
-    top, _ = assemble(TOP_64K.format(code=code), 16, 0)
+    top = nasm(TOP_64K.format(code=code))
     assert len(top) == 0x10000
     return bytes([fill]) * (size - 0x10000) + top
 

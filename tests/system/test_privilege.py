@@ -993,3 +993,40 @@ def test_sysenter_and_sysexit():
     assert cpu.mem.read(0x31024, 2) == 0x08
     assert cpu.mem.read(0x31028, 4) == 0x846
     assert cpu.cpl == 0
+
+
+RETF_NULL_SS = r"""
+    mov dword [0x7004], 0x70000
+    mov word [0x7008], 0x10
+    mov ax, 0x28
+    ltr ax
+{idt}
+    mov dword [0x2FFF8], k_1
+    push 0                          ; SS: null selector
+    push 0x61000                    ; ESP
+    push 0x1B                       ; CS: ring 3 code
+    push u_never
+f_retf:
+    retf
+k_1:
+    hlt
+"""
+
+
+def test_retf_to_ring3_with_a_null_ss_faults_before_loading_cs():
+    setup, stubs = idt32()
+    body = PM_SETUP + RETF_NULL_SS.replace("{idt}", setup) + stubs + GDT32 + r"""
+u_never:
+    hlt
+k_gate0:
+k_gate2:
+k_finish:
+"""
+    cpu, reason, _, lab = run(body, "protected")
+    assert reason == "hlt"
+    (rec,) = records(cpu)
+    # #GP(0) for the null SS; nothing changed yet: CS:EIP of the RETF at CPL 0, same stack
+    assert (rec["vector"], rec["error"]) == (13, 0)
+    assert (rec["rip"], rec["cs"]) == (lab["f_retf"], 0x08)
+    assert rec["frame"] == 0x80000 - 16 - 12
+    assert rec["handler_ss"] == 0x10
