@@ -32,9 +32,9 @@ The items (``pysev run -d ITEMS``):
 ``nochain``
     Accepted for QEMU compatibility; it changes nothing in pysev.
 
-The CPU calls the hooks that :class:`Tracer` provides (``log_interrupt``,
-``log_cr``, ``log_mmu``); the functions ``format_*`` build the text and can
-be used on their own.
+The CPU calls the hooks that :class:`Tracer` provides (``log_check_exception``,
+``log_interrupt``, ``log_cr``, ``log_mmu``); the functions ``format_*`` build
+the text and can be used on their own.
 """
 
 import sys
@@ -312,7 +312,8 @@ class Tracer:
       ``check_exception`` line; *old* is the exception being delivered, or None).
     * ``log_interrupt(vector, error_code, software, next_ip=None, old=None)``:
       called by the CPU before it delivers an exception or interrupt.
-    * ``log_cr(n, value)``: called after a write to a control register.
+    * ``log_cr(n, value)``: called on a write to control register *n* with the
+      value written.
     * ``log_mmu(linear, access, phys=None, error_code=None, entries=(), detail="")``:
       a page walk.
     """
@@ -371,7 +372,7 @@ class Tracer:
             self.write(format_check_exception(old, new))
 
     def log_interrupt(self, vector, error_code=None, software=False, next_ip=None,
-                      old=None, hardware=False, *_ignored, **_also_ignored):
+                      old=None, hardware=False, **_extra):
         """The CPU is about to deliver *vector* (after the double-fault rules)."""
         if "int" not in self.items:
             return

@@ -102,11 +102,10 @@ class CPU(CPUState, SystemMixin):
         self.fast_blocks.clear()
 
     def flush_tlb_page(self, lin):
-        page = lin >> PAGE_SHIFT
-        self.tlb_r.pop(page, None)
-        self.tlb_w.pop(page, None)
-        self.tlb_global.discard(page)
-        self.fast_blocks.clear()
+        """INVLPG.  The TLB keeps 4 KiB entries even for large pages and does not
+        remember which large page an entry came from, so it drops everything
+        (a TLB may always hold less than the architecture allows)."""
+        self.flush_tlb(everything=True)
 
     def set_tlb_enabled(self, enabled):
         self.tlb_enabled = enabled

@@ -29,7 +29,7 @@ def default_cpuid(leaf, subleaf):
     if leaf == 0x80000001:
         return (0x00A00F11, 0, 0x00000021, 0x28100800)        # LAHF64, LZCNT(ABM); SYSCALL NX LM RDTSCP
     if leaf == 0x80000008:
-        return (0x00003030, 0, 0, 0)                          # 48 physical, 48 linear bits
+        return (0x00003028, 0, 0, 0)                          # 40 physical, 48 linear bits
     return (0, 0, 0, 0)
 
 
@@ -221,7 +221,8 @@ def bind(cpu):
     # ---- system methods that translated code calls directly ------------------------------
     for name in ("load_seg", "far_jmp", "far_call", "far_ret", "iret", "write_cr", "read_cr",
                  "rdmsr", "wrmsr", "lldt", "ltr", "selector_info", "syscall", "sysret",
-                 "sysenter", "sysexit", "swapgs", "check_io", "write_eflags", "flush_tlb_page"):
+                 "sysenter", "sysexit", "swapgs", "check_io", "write_eflags", "flush_tlb_page",
+                 "set_ac"):
         ns[name] = getattr(cpu, name)
 
     @helper

@@ -111,6 +111,7 @@ class SystemMixin:
         """The state after RESET, as the AMD and Intel manuals give it."""
         self.regs[:] = [0] * 16
         self.regs[2] = self.cpuid_fn(1, 0)[0]          # EDX: family/model/stepping
+        self.phys_bits = (self.cpuid_fn(0x80000008, 0)[0] & 0xFF) or 36
         self.rip = 0xFFF0
         self.eflags = 0x2
         for seg in range(6):
@@ -321,13 +322,17 @@ class SystemMixin:
             raise GuestFault(NP, tsel & 0xFFFC, detail="call gate target not present")
         return tsel, tip, tlo, thi
 
-    def _push_list(self, sp, stack_size, ss_base, values, size):
-        """Write values (first pushed first) below sp; returns the new sp.  No state change."""
+    def _push_list(self, sp, stack_size, ss_base, values, size, supervisor=False):
+        """Write values (first pushed first) below sp; returns the new sp.  No state change.
+
+        supervisor: the pushes go to a more privileged level's stack (interrupt or
+        call-gate entry from an outer ring), so they are supervisor accesses.
+        """
         sm = (1 << (8 * stack_size)) - 1
+        write = self.write_linear_implicit if supervisor else self.write_linear
         for v in values:
             sp = (sp - size) & sm
-            self.write_linear((ss_base + sp) & self.mode.lmask
-                                              if stack_size != 8 else sp, size, v)
+            write((ss_base + sp) & self.mode.lmask if stack_size != 8 else sp, size, v)
         return sp
 
     def far_call(self, sel, ip, size, next_ip):
@@ -361,15 +366,19 @@ class SystemMixin:
         if not conforming and tdpl < self.cpl:
             # more privileged: switch stacks through the TSS
             old_ss, old_sp = self.seg_sel[SS], self.stack_pointer()
+            old_base, old_stack = self.seg_base[SS], self.mode.stack
+            params = []
+            count = 0 if self.efer & EFER_LMA else hi & 0x1F
+            for i in range(count - 1, -1, -1):          # the caller's parameters, copied
+                off = (old_sp + i * gate_size) & ((1 << (8 * old_stack)) - 1)
+                params.append(self.read_linear((old_base + off) & self.mode.lmask, gate_size))
             new_ss, new_sp = self.tss_stack(tdpl)
             self._switch_stack(new_ss, new_sp, tdpl)
-            try:
-                sp = self._push_list(new_sp, self.mode.stack if not self.efer & EFER_LMA else 8,
-                                     self.seg_base[SS], (old_ss, old_sp, old_cs, next_ip),
-                                     gate_size)
-            except GuestFault:
-                raise
-            self.set_sp(sp)
+            stack = 8 if self.efer & EFER_LMA else (4 if self.seg_attr[SS] & A_DB else 2)
+            sp = self._push_list(new_sp, stack, self.seg_base[SS],
+                                 [old_ss, old_sp] + params + [old_cs, next_ip], gate_size,
+                                 supervisor=True)
+            self.regs[4] = sp if stack != 2 else (self.regs[4] & ~0xFFFF & M64) | sp
             self.load_cs(tsel, tlo, thi, tdpl)
         else:
             sp = self._push_list(self.stack_pointer(), self.mode.stack, self.seg_base[SS],
@@ -407,9 +416,9 @@ class SystemMixin:
         if rpl > self.cpl:
             new_sp = self.read_linear((base + nsp) & lm, size)
             new_ss = self.read_linear((base + ((nsp + size) & sm)) & lm, size) & 0xFFFF
+            ss_desc = self.check_outer_ss(new_ss, rpl)
             self.load_cs(sel, lo, hi, rpl)
-            self.update_mode()
-            self.load_seg(SS, new_ss)
+            self.load_checked_ss(new_ss, ss_desc)
             self.regs[4] = (new_sp + pop_extra) & ((1 << (8 * size)) - 1)
             self.update_mode()
             for seg in (ES, DS, FS, GS):
@@ -418,6 +427,24 @@ class SystemMixin:
             self.set_sp(nsp)
             self.load_cs(sel, lo, hi, self.cpl)
         self.rip = ip
+        self.update_mode()
+
+    def check_outer_ss(self, sel, rpl):
+        """Validate the SS a return to privilege level `rpl` will load; no state changes."""
+        if not sel & 0xFFFC:
+            raise gp(0, "null SS on a return to an outer level")
+        lo, hi, addr = self.fetch_descriptor(sel)
+        typ, dpl = (hi >> 8) & 0xF, (hi >> 13) & 3
+        if (sel & 3) != rpl or dpl != rpl or not hi & A_S or typ & 8 or not typ & 2:
+            raise gp(sel & 0xFFFC, "bad SS on a return to an outer level")
+        if not hi & A_P:
+            raise GuestFault(SS_FAULT, sel & 0xFFFC, detail="stack segment not present")
+        return lo, hi, addr
+
+    def load_checked_ss(self, sel, desc):
+        lo, hi, addr = desc
+        self.set_accessed(addr, hi)
+        self.set_segment(SS, sel, desc_base(lo, hi), desc_limit(lo, hi), (hi | 0x100) & ATTR_MASK)
         self.update_mode()
 
     def _drop_inaccessible(self, seg):
@@ -506,8 +533,11 @@ class SystemMixin:
         if flags & VM and self.cpl == 0 and not long:
             raise gp(0, "IRET to virtual-8086 mode is not implemented")
         outer = rpl > self.cpl or size == 8
+        ss_desc = None
         if outer:
             new_sp, new_ss = pop(3), pop(4) & 0xFFFF
+            if not (long and not new_ss & 0xFFFC and rpl != 3):
+                ss_desc = self.check_outer_ss(new_ss, rpl)
         old_cpl = self.cpl
         self.load_cs(sel, lo, hi, old_cpl)          # CPL stays until the flags are written
         self.write_eflags(flags, size, iret=True)
@@ -515,10 +545,10 @@ class SystemMixin:
         self.seg_sel[CS] = (self.seg_sel[CS] & 0xFFFC) | rpl
         self.update_mode()
         if outer:
-            if long and not new_ss & 0xFFFC and rpl != 3 and self.mode.long:
+            if ss_desc is None:
                 self.set_segment(SS, new_ss, 0, 0, 0)
             else:
-                self.load_seg(SS, new_ss)
+                self.load_checked_ss(new_ss, ss_desc)
             self.regs[4] = new_sp & ((1 << (8 * size)) - 1) if size >= 4 else \
                 (self.regs[4] & ~0xFFFF & M64) | (new_sp & 0xFFFF)
             if rpl > old_cpl:
@@ -547,6 +577,15 @@ class SystemMixin:
         old = self.eflags
         new = (old & ~mask) | (value & mask)
         self.eflags = (new & 0xFFFFFFFF) | 2
+        if (old ^ new) & AC and self.cr4 & CR4_SMAP:
+            self.flush_tlb()                  # TLB entries were filled under the old AC
+
+    def set_ac(self, on):
+        """STAC/CLAC."""
+        old = self.eflags_rest
+        self.eflags_rest = (old | AC) if on else (old & ~AC)
+        if (old ^ self.eflags_rest) & AC and self.cr4 & CR4_SMAP:
+            self.flush_tlb()
 
     # ---- exception and interrupt delivery ------------------------------------------------
     def deliver(self, vector, error_code=None, software=False, next_ip=None, cr2=None):
@@ -644,7 +683,7 @@ class SystemMixin:
         if vector in HAS_ERROR_CODE and error_code is not None and not software:
             values.append(error_code)
         sp = self._push_list(self.stack_pointer(), self.mode.stack, self.seg_base[SS],
-                             values, size)
+                             values, size, supervisor=new_cpl < 3)
         self.set_sp(sp)
         self.load_cs(sel, lo, hi, new_cpl)
         self.rip = off if gate32 else off & 0xFFFF
@@ -681,9 +720,10 @@ class SystemMixin:
         if vector in HAS_ERROR_CODE and error_code is not None and not software:
             values.append(error_code)
         sp = new_sp
+        write = self.write_linear_implicit if new_cpl < 3 else self.write_linear
         for v in values:
             sp = (sp - 8) & M64
-            self.write_linear(sp, 8, v)
+            write(sp, 8, v)
         if new_cpl < self.cpl:
             self.set_segment(SS, new_cpl, 0, 0, 0)
         self.regs[4] = sp

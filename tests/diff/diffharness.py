@@ -331,14 +331,19 @@ def prepare(form: Form, raw: Raw):
     # ---- string instructions: rsi/rdi in the data page, small rcx
     if insn.is_string_instruction:
         esize = _string_elem_size(insn)
-        regs["rsi"] = DATA_BASE + 0x300 + a1 % 0x100
+        # 32-bit address size (67h): ESI/EDI/ECX are used; keep random bits above them
+        a32 = any(insn.op_kind(i) in (ix.OpKind.MEMORY_SEG_ESI, ix.OpKind.MEMORY_ESEDI)
+                  for i in range(insn.op_count))
+        high = (lambda n: regs[n] & ~M32) if a32 else (lambda n: 0)
+        rsi = DATA_BASE + 0x300 + a1 % 0x100
         if a0 % 4 == 0:
-            regs["rdi"] = regs["rsi"] + (a2 % 33) - 16      # overlapping buffers
+            rdi = rsi + (a2 % 33) - 16      # overlapping buffers
         else:
-            regs["rdi"] = DATA_BASE + 0xb00 + a2 % 0x100
+            rdi = DATA_BASE + 0xb00 + a2 % 0x100
+        regs["rsi"], regs["rdi"] = high("rsi") | rsi, high("rdi") | rdi
         rep = insn.has_rep_prefix or insn.has_repe_prefix or insn.has_repne_prefix
         if rep:
-            regs["rcx"] = a3 % 10
+            regs["rcx"] = high("rcx") | a3 % 10
         if mn in STRING_CMP:
             k = (a3 >> 4) % 10 if rep else (a3 >> 4) % 2
             step = -esize if rflags & DF else esize
@@ -346,8 +351,8 @@ def prepare(form: Form, raw: Raw):
             acc = regs["rax"] & mask(8 * esize)
             positions = range(k) if (insn.has_repe_prefix or not rep) else [k]
             for j in positions:
-                v = acc if is_scas else mem_rw(state, regs["rsi"] + j * step, esize)
-                mem_rw(state, regs["rdi"] + j * step, esize, v)
+                v = acc if is_scas else mem_rw(state, rsi + j * step, esize)
+                mem_rw(state, rdi + j * step, esize, v)
 
     # ---- form-specific input shaping
     if mn in (M.DIV, M.IDIV) and a3 % 4:
@@ -383,12 +388,15 @@ def prepare(form: Form, raw: Raw):
         reg_set(state, reg, off & mask(bits))
 
     # ---- known unicorn 2.1.4 (QEMU 5 TCG) deviation, corrected in the reference result:
-    # 32-bit CMPXCHG in 64-bit mode.  SDM pseudocode: equal -> DEST := SRC and the accumulator
-    # is not written (RAX keeps its upper half); not equal -> accumulator := DEST and a register
-    # DEST is not written (keeps its upper half).  QEMU always writes both through a 32-bit
-    # register write, clearing bits 63:32 (unicorn-engine/unicorn#2332; same behaviour noted
-    # against hardware in angr/vex#63 and FEX-Emu/FEX#439).  Only those upper halves are
-    # replaced by their initial values; everything else is still unicorn's result.
+    # 32-bit CMPXCHG in 64-bit mode.  QEMU 5 always writes both the accumulator and a register
+    # destination with 32-bit register writes, clearing bits 63:32 of both.
+    #  * equal: the SDM pseudocode does not write the accumulator, so RAX keeps its upper half
+    #    (reported as unicorn-engine/unicorn#2332);
+    #  * not equal, register destination: hardware leaves the destination register untouched,
+    #    upper half included (FEX-Emu/FEX#439, angr/vex#63; later QEMU's translator was changed
+    #    to leave it alone as well).  The SDM's "DEST := TEMP" write-back only matters for a
+    #    memory destination, where it is the same value.
+    # Only those registers are replaced by their initial values; the rest is unicorn's result.
     if mn == M.CMPXCHG and op_size_bits(insn, 0) == 32:
         equal = (regs["rax"] & M32) == op_get(state, insn, 0)
         dest_reg = reg_info(insn.op_register(0))[0] if insn.op_kind(0) == ix.OpKind.REGISTER else None
@@ -507,7 +515,9 @@ class UnicornEngine:
         try:
             uc.emu_start(CODE_BASE, CODE_BASE + len(st.code), timeout=5_000_000)
         except uc_mod.UcError as e:
-            raise HarnessError(f"unicorn: {e}") from e
+            if e.errno != uc_mod.UC_ERR_INSN_INVALID:
+                raise HarnessError(f"unicorn: {e}") from e
+            faults.append(6)            # #UD is reported as an error, not through the hook
         fault = None
         if faults:
             fault = (faults[0], uc.reg_read(x.UC_X86_REG_RIP))
@@ -583,7 +593,7 @@ def _fmt_state(st: State, insn):
     if insn.is_stack_instruction:
         spots.append(("[rsp]", st.regs["rsp"]))
     if insn.is_string_instruction:
-        spots += [("[rsi-16]", st.regs["rsi"] - 16), ("[rdi-16]", st.regs["rdi"] - 16)]
+        spots += [("[rsi-16]", (st.regs["rsi"] & M32) - 16), ("[rdi-16]", (st.regs["rdi"] & M32) - 16)]
     for label, addr in spots:
         try:
             b = bytes(mem_rw(st, addr, 32).to_bytes(32, "little"))
@@ -659,6 +669,8 @@ def _state_diffs(st, exp, ref, got, all_flags=False, ref_label="unicorn"):
 def run_one(form: Form, raw: Raw):
     st, exp = prepare(form, raw)
     ref = get_engine("reference").run(st.copy())
+    if form.group == "faults" and ref.fault is None:
+        raise HarnessError(f"{form.text}: expected unicorn to fault")
     if ref.fault is None and exp.ref_fix:
         ref.regs.update(exp.ref_fix)
     got = get_engine("subject").run(st.copy())

@@ -14,8 +14,10 @@ interrupts off, no GDT loaded).  Body labels are linear addresses (org
 boot(..., setup=fn) calls fn(cpu) after reset and before the run (to set
 cpu.phys_bits, add memory, ...); cpu.update_paging() is called afterwards.
 
+labels(body, mode) gives the address of every label of the image (nasm map).
 idt64() / idt32() give the assembly of an IDT whose stubs record each
-exception (see their docstrings); records(cpu) reads the records back.
+exception (see their docstrings); records(cpu) / faults(cpu) read the records
+back.  (nasm reads k0..k7 as AVX-512 mask registers: do not use them as labels.)
 """
 
 import hashlib
@@ -217,12 +219,6 @@ RESUME_SP = 0x2FFE8
 RECORD_SIZE = 128
 RECORD_FIELDS = ("vector", "error", "cr2", "rip", "cs", "rflags", "rsp", "ss",
                  "frame", "handler_ss", "rax", "rbx")
-# vectors for which the CPU pushes an error code
-ERROR_CODE_VECTORS = frozenset((8, 10, 11, 12, 13, 14, 17, 21, 29, 30))
-
-
-def _no_error_code(v):
-    return v not in ERROR_CODE_VECTORS
 
 
 def idt64(cs=0x18, base=0x20000, dpl3=(), ist=None):

@@ -467,6 +467,38 @@ def test_triple_fault_resets_without_no_reboot():
     assert s["segments"]["cs"]["selector"] == 0xF000       # running the firmware again
 
 
+# triple faults on the first boot; after the reset (RAM survives it) takes #UD through the IVT
+REBOOT = r"""
+    xor ax, ax
+    mov ds, ax
+    cmp word [0x600], 0x1234
+    je .second
+    mov word [0x600], 0x1234
+    lidt [cs:null_idt]
+    int3
+.second:
+    mov word [6 * 4], handler       ; the handler, through the image's copy below 1 MiB
+    mov word [6 * 4 + 2], 0xF000
+    ud2
+handler:
+    mov dx, 0x3f8
+    mov al, 'G'
+    out dx, al
+    cli
+    hlt
+null_idt: dw 0
+          dd 0
+"""
+
+
+def test_reset_after_a_triple_fault_is_a_full_cpu_reset():
+    out = Capture()
+    m = Machine(bios=bios(REBOOT), serial=out)
+    assert m.run(max_insns=1000) == "hlt"
+    assert (m.triple_faults, m.resets) == (1, 1)
+    assert bytes(out.data) == b"G"
+
+
 def test_stop_from_a_device():
     # the CPU stops at the end of the translated block: out, inc, jmp
     m = Machine(bios=bios(HELLO), serial=lambda data: m.stop())

@@ -210,7 +210,7 @@ c16:
     mov [0x608], bx
     pop ax
     call sub16
-    o32 call 0x08:fn32                      ; pushes a 4-byte CS and EIP
+    call dword 0x08:fn32                      ; pushes a 4-byte CS and EIP
 after_fn32:
     jmp dword 0x08:back32
 sub16:
@@ -282,7 +282,7 @@ body:
     lgdt [cgdt_ptr]
 {idt}
     mov qword [0x2FFF8], k_ud
-    jmp far [rel p_compat]                  ; m16:32 -> 0x08:compat
+    jmp far dword [rel p_compat]                  ; m16:32 -> 0x08:compat
 bits 32
 compat:
     mov eax, 5
@@ -299,7 +299,7 @@ f_ud:
 bits 64
 k_ud:
     mov [0x31010], rsp
-    call far [rel p_cfn]                    ; m16:32: 4-byte CS and EIP pushed
+    call far dword [rel p_cfn]                    ; m16:32: 4-byte CS and EIP pushed
 after_call:
     mov [0x31018], rsp
     push 0x08
@@ -333,7 +333,7 @@ compat3:
     jmp 0x18:gate_test
 bits 64
 gate_test:
-    call far [rel p_gate]                   ; through a 64-bit call gate
+    call far dword [rel p_gate]                   ; through a 64-bit call gate
 after_gate:
     mov [0x31048], rsp
     hlt
@@ -342,7 +342,7 @@ gate64:
     mov rax, [rsp]
     mov [0x31040], rax
     mov rax, [rsp+8]
-    mov [0x3104C], ax
+    mov [0x31050], ax
     o64 retf
 {stubs}
 align 8
@@ -416,6 +416,6 @@ def test_call_through_a_64bit_call_gate():
     assert reason == "hlt"
     assert rd(cpu, 0x31038, 8) == 0x80000 - 16              # 8-byte CS and RIP
     assert rd(cpu, 0x31040, 8) == lab["after_gate"]
-    assert rd(cpu, 0x3104C, 2) == 0x18
+    assert rd(cpu, 0x31050, 2) == 0x18
     assert rd(cpu, 0x31048, 8) == 0x80000
     assert cpu.mode.bits == 64 and cpu.seg_sel[CS] == 0x18 and cpu.seg_sel[SS] == 0x10

@@ -27,6 +27,8 @@ they test their own feature; this is harmless there as SMAP is off.
 
 import functools
 
+import pytest
+
 from sysboot import boot, idt32, idt64, labels, records
 
 RSP0_TOP = 0x70000
@@ -239,7 +241,6 @@ u_gp:
 """
 IST_KERNEL = r"""
     mov qword [0x2FFF8], k_1
-    mov rax, 0x123456789
     mov rsp, 0x7FF08
     int 0x41                    ; IST1 from CPL 0
 k_1:
@@ -877,11 +878,31 @@ u_finish:
 """
 
 
-def gate_body(params=False):
-    """Ring 3 calls through gates; with params, also through the gate copying two dwords."""
+PAGING32 = r"""
+    mov edi, 0x41000                ; 32-bit paging: 4 KiB pages below 4 MiB, all user pages
+    mov eax, 7                      ; but the ring-0 stack page 0x6F000
+    mov ecx, 1024
+.pt:
+    mov [edi], eax
+    add eax, 0x1000
+    add edi, 4
+    loop .pt
+    mov dword [0x41000 + 0x6F*4], 0x6F003
+    mov dword [0x40000], 0x41007
+    mov eax, 0x40000
+    mov cr3, eax
+    mov eax, cr0
+    or eax, 0x80000000
+    mov cr0, eax
+"""
+
+
+def gate_body(params=False, paging=False):
+    """Ring 3 calls through gates; with params, also through the gate copying two dwords;
+    with paging, under 32-bit paging with a supervisor-only ring-0 stack."""
     setup, stubs = idt32(dpl3=(0x80,))
-    return (("%define PARAMS\n" if params else "") + PM_SETUP + GATE_KERNEL.replace("{idt}", setup)
-            + stubs + GDT32 + GATE_USER)
+    return (("%define PARAMS\n" if params else "") + PM_SETUP + (PAGING32 if paging else "")
+            + GATE_KERNEL.replace("{idt}", setup) + stubs + GDT32 + GATE_USER)
 
 
 def test_call_gate_to_ring0_switches_to_the_tss_stack():
@@ -906,6 +927,16 @@ def test_call_gate_copies_parameters_to_the_inner_stack():
     frame = [cpu.mem.read(0x31048 + 4 * i, 4) for i in range(6)]
     assert frame == [lab["u_back2"], 0x1B, 0xBBBB, 0xAAAA, USER_RSP - 8, 0x23]
     assert cpu.mem.read(USER_DATA + 8, 4) == USER_RSP        # RETF 8 released both copies
+
+
+def test_call_gate_pushes_to_a_supervisor_only_ring0_stack_under_paging():
+    # the pushes onto the inner stack are supervisor accesses (the new CPL is 0)
+    cpu, reason, _, lab = run(gate_body(paging=True), "protected")
+    assert reason == "hlt", cpu.triple_fault_info
+    assert [(x["vector"], x["error"]) for x in records(cpu)] == [(0x80, 0), (13, 0)]
+    frame = [cpu.mem.read(0x31008 + 4 * i, 4) for i in range(4)]
+    assert frame == [lab["u_back0"], 0x1B, USER_RSP, 0x23]
+    assert cpu.mem.read(0x31080, 4) == RSP0_TOP - 16
 
 
 def test_interrupts_from_ring3_in_protected_mode_switch_to_ss0_esp0():
@@ -995,7 +1026,7 @@ def test_sysenter_and_sysexit():
     assert cpu.cpl == 0
 
 
-RETF_NULL_SS = r"""
+RETURN_NULL_SS = r"""
     mov dword [0x7004], 0x70000
     mov word [0x7008], 0x10
     mov ax, 0x28
@@ -1004,18 +1035,22 @@ RETF_NULL_SS = r"""
     mov dword [0x2FFF8], k_1
     push 0                          ; SS: null selector
     push 0x61000                    ; ESP
+{eflags}
     push 0x1B                       ; CS: ring 3 code
     push u_never
-f_retf:
-    retf
+f_ret:
+    {insn}
 k_1:
     hlt
 """
 
 
-def test_retf_to_ring3_with_a_null_ss_faults_before_loading_cs():
+@pytest.mark.parametrize("insn", ["retf", "iretd"])
+def test_return_to_ring3_with_a_null_ss_faults_before_loading_cs(insn):
     setup, stubs = idt32()
-    body = PM_SETUP + RETF_NULL_SS.replace("{idt}", setup) + stubs + GDT32 + r"""
+    code = (RETURN_NULL_SS.replace("{idt}", setup).replace("{insn}", insn)
+            .replace("{eflags}", "    push 0x202" if insn == "iretd" else ""))
+    body = PM_SETUP + code + stubs + GDT32 + r"""
 u_never:
     hlt
 k_gate0:
@@ -1025,8 +1060,10 @@ k_finish:
     cpu, reason, _, lab = run(body, "protected")
     assert reason == "hlt"
     (rec,) = records(cpu)
-    # #GP(0) for the null SS; nothing changed yet: CS:EIP of the RETF at CPL 0, same stack
+    # #GP(0) for the null SS; nothing changed yet: CS:EIP of the return at CPL 0, same stack
     assert (rec["vector"], rec["error"]) == (13, 0)
-    assert (rec["rip"], rec["cs"]) == (lab["f_retf"], 0x08)
-    assert rec["frame"] == 0x80000 - 16 - 12
+    assert (rec["rip"], rec["cs"]) == (lab["f_ret"], 0x08)
+    pushed = 20 if insn == "iretd" else 16
+    assert rec["frame"] == 0x80000 - pushed - 12
     assert rec["handler_ss"] == 0x10
+    assert cpu.cpl == 0

@@ -334,3 +334,11 @@ def arpl(e, ins):
         e.set_gpr(dst.num, 2, f"({new})")
     e.indent -= 1
     e.flags_merge(ZF, f"({ZF} if {adj} else 0)")
+
+
+@emits("STAC", "CLAC")
+def stac_clac(e, ins):
+    if e.mode.pe and e.mode.cpl != 0:
+        e.raise_fault(UD, detail=f"{ins.text} needs CPL 0")
+        return
+    e.call_helper("set_ac", ins.mnem == "STAC", result=False, may_fault=False)
