@@ -31,6 +31,7 @@ Standard memory layout (identical in all modes, all below 64 KiB so that
 """
 
 import functools
+import sys
 import hashlib
 import os
 import re
@@ -38,6 +39,12 @@ import subprocess
 import tempfile
 
 import pytest
+
+# the differential tests import their harness modules (diffharness, forms) by name;
+# one conftest for the whole tree keeps `from conftest import ...` unambiguous
+_DIFF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "diff")
+if _DIFF not in sys.path:
+    sys.path.insert(0, _DIFF)
 
 CODE = 0x1000
 CODE_MAX = 0x3000

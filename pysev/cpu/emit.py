@@ -52,12 +52,12 @@ class Chunk:
 
 class Mode:
     """What the translator needs to know about the CPU mode (part of the cache key)."""
-    __slots__ = ("bits", "stack", "long", "key", "lmask", "cpl", "pe")
+    __slots__ = ("bits", "stack", "long", "key", "lmask", "cpl", "pe", "segcheck")
 
-    def __init__(self, bits, stack, long, cpl=0, pe=False):
+    def __init__(self, bits, stack, long, cpl=0, pe=False, segcheck=False):
         self.bits, self.stack, self.long = bits, stack, long
-        self.cpl, self.pe = cpl, pe
-        self.key = (bits, stack, long, cpl, pe)
+        self.cpl, self.pe, self.segcheck = cpl, pe, segcheck
+        self.key = (bits, stack, long, cpl, pe, segcheck)
         self.lmask = mask_of(8) if long else 0xFFFFFFFF
 
     def __repr__(self):
@@ -159,10 +159,29 @@ class Emitter:
             return ea
         return f"((SB[{seg}] + {ea}) & 0xffffffff)"
 
+    def seg_check(self, seg, offset, size):
+        """Segment limit check (protected mode with segments that are not flat).
+
+        SLO/SHI hold each segment's valid offset range (expand-down included;
+        a null segment has an empty range)."""
+        if not self.mode.segcheck:
+            return
+        vec = 12 if seg == 2 else 13
+        self.fault_point()
+        self.line(f"if not SLO[{seg}] <= {offset} <= SHI[{seg}] - {max(size, 1) - 1}: "
+                  f"raise GuestFault({vec}, 0, detail='offset outside the segment limit')")
+
     def addr(self, mem):
         """Linear address of a memory operand, computed once per instruction."""
         key = id(mem)
         name = self._addr_cache.get(key)
+        if name is None and self.mode.segcheck:
+            ea = self.tmp()
+            self.line(f"{ea} = {self.ea(mem)}")
+            self.seg_check(mem.seg, ea, mem.size)
+            name = self.tmp()
+            self.line(f"{name} = {self.linear(mem.seg, ea)}")
+            self._addr_cache[key] = name
         if name is None:
             expr = self.linear(mem.seg, self.ea(mem))
             if expr.isidentifier() or expr.startswith("0x") or expr.startswith("R["):

@@ -64,7 +64,8 @@ class CPU(CPUState, SystemMixin):
         self.cpuid_fn = cpuid or helpers.default_cpuid
         self.namespace = dict(BASE_NAMESPACE)
         self.namespace.update(helpers.bind(self))
-        self.namespace.update(SMC=self.smc, SEL=self.seg_sel, TLB_R=self.tlb_r,
+        self.namespace.update(SMC=self.smc, SEL=self.seg_sel, SLO=self.seg_lo, SHI=self.seg_hi,
+                              TLB_R=self.tlb_r,
                               TLB_W=self.tlb_w, SLOW_READ=self.slow_read,
                               SLOW_WRITE=self.slow_write)
         for n in (1, 2, 4, 8):

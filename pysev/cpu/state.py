@@ -30,6 +30,9 @@ class CPUState:
         self.seg_base = [0] * 6
         self.seg_limit = [0xFFFF] * 6
         self.seg_attr = [0] * 6
+        # the valid offset range of each segment, for limit checks in protected mode
+        self.seg_lo = [0] * 6
+        self.seg_hi = [0xFFFF] * 6
         self.cr0 = 0x60000010
         self.cr2 = 0
         self.cr3 = 0
@@ -57,7 +60,7 @@ class CPUState:
         return bool(self.eflags_rest & 0x400)
 
     # ---- modes -------------------------------------------------------------------
-    def set_mode(self, bits, stack=None, long=None, cpl=0, pe=None):
+    def set_mode(self, bits, stack=None, long=None, cpl=0, pe=None, segcheck=False):
         """Set the code size (16/32/64), stack size and privilege the translator assumes."""
         if long is None:
             long = bits == 64
@@ -65,7 +68,7 @@ class CPUState:
             stack = 8 if long else bits // 8
         if pe is None:
             pe = bool(self.cr0 & 1)
-        self.mode = Mode(bits, stack, long, cpl, pe)
+        self.mode = Mode(bits, stack, long, cpl, pe, segcheck)
 
     def set_segment(self, seg, selector, base=None, limit=None, attr=None):
         self.seg_sel[seg] = selector & 0xFFFF
@@ -74,3 +77,17 @@ class CPUState:
             self.seg_limit[seg] = limit
         if attr is not None:
             self.seg_attr[seg] = attr
+        attr, limit = self.seg_attr[seg], self.seg_limit[seg]
+        typ = (attr >> 8) & 0xF
+        if not attr & 0x8000:                       # null or not present: every access faults
+            lo, hi = 1, 0
+        elif attr & 0x1000 and not typ & 8 and typ & 4:     # expand-down data
+            lo, hi = limit + 1, 0xFFFFFFFF if attr & (1 << 22) else 0xFFFF
+        else:
+            lo, hi = 0, limit
+        self.seg_lo[seg], self.seg_hi[seg] = lo, hi
+
+    def segments_flat(self):
+        """True when no data or stack segment limit can fault (every offset is valid)."""
+        lo, hi = self.seg_lo, self.seg_hi
+        return all(lo[s] == 0 and hi[s] >= 0xFFFFFFFF for s in (ES, SS, DS, FS, GS))

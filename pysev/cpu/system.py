@@ -103,7 +103,9 @@ class SystemMixin:
         self.tsc_offset = 0
         self.pending_fault = None
         self.triple_fault_info = None
-        self.interrupt_log = None
+        self.interrupt_log = None           # hooks the machine's tracer installs
+        self.exception_log = None
+        self.log_cr = None
         self.interrupt_shadow = None
 
     # ---- reset ----------------------------------------------------------------------
@@ -129,6 +131,8 @@ class SystemMixin:
         self.apic_base = 0xFEE00900
         self.halted = False
         self.triple_fault_info = None
+        self.pending_fault = None
+        self.interrupt_shadow = None
         self.update_paging()
         self.update_mode()
 
@@ -142,8 +146,9 @@ class SystemMixin:
             bits, long = (32 if attr[CS] & A_DB else 16), False
         stack = 8 if long else (4 if attr[SS] & A_DB else 2)
         cpl = self.cpl if pe else 0
-        if (bits, stack, long, cpl, pe) != self.mode.key:
-            self.set_mode(bits, stack, long, cpl, pe)
+        segcheck = pe and not long and not self.segments_flat()
+        if (bits, stack, long, cpl, pe, segcheck) != self.mode.key:
+            self.set_mode(bits, stack, long, cpl, pe, segcheck)
         self.exit_request = True
 
     def set_cpl(self, cpl):
@@ -213,6 +218,7 @@ class SystemMixin:
             if seg == SS and not (self.mode.long and cpl != 3 and rpl == cpl):
                 raise gp(0, "null selector loaded into SS")
             self.set_segment(seg, sel, 0, 0, 0)
+            self.update_mode()
             return
         lo, hi, addr = self.fetch_descriptor(sel)
         dpl = (hi >> 13) & 3
@@ -234,8 +240,7 @@ class SystemMixin:
                 raise GuestFault(NP, sel & 0xFFFC, detail="segment not present")
         self.set_accessed(addr, hi)
         self.set_segment(seg, sel, desc_base(lo, hi), desc_limit(lo, hi), (hi | 0x100) & ATTR_MASK)
-        if seg == SS:
-            self.update_mode()
+        self.update_mode()
 
     def load_cs(self, sel, lo, hi, cpl):
         self.set_segment(CS, (sel & 0xFFFC) | cpl, desc_base(lo, hi), desc_limit(lo, hi),
@@ -591,6 +596,8 @@ class SystemMixin:
     def deliver(self, vector, error_code=None, software=False, next_ip=None, cr2=None):
         """Deliver an exception or interrupt through the IVT/IDT, with the double-fault rules."""
         prev = self.pending_fault
+        if not software and self.exception_log is not None:
+            self.exception_log(-1 if prev is None else prev, vector)
         if prev is not None:
             if prev == DF:
                 self.triple_fault_info = (
@@ -743,6 +750,8 @@ class SystemMixin:
                     self.sev_c_bit and value >> self.sev_c_bit == 1):
                 raise gp(0, "CR3 has reserved bits set")
             self.cr3 = value & (M64 if self.efer & EFER_LMA else 0xFFFFFFFF)
+            if self.log_cr is not None:
+                self.log_cr(3, self.cr3)
             self.flush_tlb(everything=False)
         elif n == 4:
             self.write_cr4(value)
@@ -768,6 +777,8 @@ class SystemMixin:
         raise GuestFault(UD, detail=f"mov from cr{n}")
 
     def write_cr0(self, value):
+        if self.log_cr is not None:
+            self.log_cr(0, value)
         if value >> 32:
             raise gp(0, "CR0 bits 63:32 are reserved")
         if value & CR0_PG and not value & CR0_PE:

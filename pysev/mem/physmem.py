@@ -50,6 +50,7 @@ class PhysMem:
         self.max_address = max_address
         self.array = np.zeros(0, dtype=np.uint8)
         self.mv = memoryview(self.array)
+        self.used = 0                 # bytes of self.array given to regions
         self.regions = []             # sorted by start
         self._starts = []
         self.readable = {}            # page -> host offset of the page (RAM, ROM)
@@ -72,12 +73,21 @@ class PhysMem:
                     f"region {start:#x}+{size:#x} overlaps {r.name} "
                     f"({r.start:#x}-{r.end - 1:#x})")
 
+    def reserve(self, total):
+        """Make room for `total` bytes of RAM and ROM so that adding regions copies nothing."""
+        if total > len(self.array):
+            new = np.zeros(total, dtype=np.uint8)      # untouched pages cost no host memory
+            new[:self.used] = self.array[:self.used]
+            self.array = new
+            self.mv = memoryview(new)
+            for listener in self.listeners:
+                listener()
+
     def _grow(self, size):
-        host = len(self.array)
-        new = np.zeros(host + size, dtype=np.uint8)
-        new[:host] = self.array
-        self.array = new
-        self.mv = memoryview(new)
+        host = self.used
+        if host + size > len(self.array):
+            self.reserve(max(host + size, 2 * len(self.array)))
+        self.used = host + size
         return host
 
     def _insert(self, region):

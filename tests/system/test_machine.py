@@ -245,15 +245,6 @@ def test_bios_file_errors(tmp_path):
         assert str(err.value) == message
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_unreadable_bios(tmp_path):
-    path = tmp_path / "secret.fd"
-    path.write_bytes(b"\0" * 4096)
-    path.chmod(0)
-    with pytest.raises(MachineError, match="cannot read .*: Permission denied"):
-        Machine.from_args(["-bios", str(path)])
-
-
 def test_bios_bytes_are_checked_too():
     with pytest.raises(MachineError, match="not a multiple of 4 KiB"):
         Machine(bios=b"\x90" * 100)

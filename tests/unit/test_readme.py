@@ -52,8 +52,9 @@ def test_ci_script_installs_nasm_and_fails_fast():
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert ci[0].startswith("#!") and "bash" in ci[0]
     assert "set -euo pipefail" in ci
-    assert "apt-get update && apt-get install -y nasm" in ci
-    assert ci.index("apt-get update && apt-get install -y nasm") < ci.index(readme_test_command())
+    apt = "apt-get update && apt-get install -y nasm qemu-system-x86 ovmf"
+    assert apt in ci
+    assert ci.index(apt) < ci.index(readme_test_command())
 
 
 def test_demo_command_is_documented():

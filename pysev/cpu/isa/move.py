@@ -22,6 +22,8 @@ def mov(e, ins):
             # interrupts are held off for one instruction; SS sets the stack size
             e.line(f"cpu.interrupt_shadow = {ins.next_ip:#x}")
             e.end_here()
+        elif e.mode.pe and not e.mode.long:
+            e.end_here()                      # limits may now need checking
         return
     value = e.read(src)
     if src.kind == "sreg" and dst.kind == "reg" and dst.size > 2:

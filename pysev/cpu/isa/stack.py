@@ -19,6 +19,7 @@ def push_value(e, size, value, sp=None):
     sm = mask_of(e.mode.stack)
     nsp = e.tmp()
     e.line(f"{nsp} = ({sp or sp_read(e)} - {size}) & {sm:#x}")
+    e.seg_check(SS, nsp, size)
     e.store(size, e.linear(SS, nsp), value)
     return nsp
 
@@ -28,6 +29,7 @@ def pop_value(e, size):
     sm = mask_of(e.mode.stack)
     sp = e.tmp()
     e.line(f"{sp} = {sp_read(e)}")
+    e.seg_check(SS, sp, size)
     v = e.load(size, e.linear(SS, sp))
     nsp = e.tmp()
     e.line(f"{nsp} = ({sp} + {size}) & {sm:#x}")
@@ -56,6 +58,8 @@ def pop(e, ins):
         sp_write(e, nsp)
         if dst.num == 2:
             e.line(f"cpu.interrupt_shadow = {ins.next_ip:#x}")
+            e.end_here()
+        elif e.mode.pe and not e.mode.long:
             e.end_here()
         return
     if dst.kind == "mem":
