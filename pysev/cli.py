@@ -225,6 +225,13 @@ def cmd_run(argv):
         raise CliError(str(exc), 2, raw=True) from None
     helps = {"usage": lambda: pm.RUN_USAGE.rstrip("\n"), "cpu": pm.cpu_help,
              "machine": pm.machine_help, "d": pm.log_items_help}
+    if isinstance(opts.help, tuple):                # -object TYPE,help
+        from pysev.sev import QomError, type_help
+        try:
+            print(type_help(opts.help[1]))
+        except QomError as exc:
+            raise CliError(f"pysev run: -object: {exc}", 2, raw=True) from None
+        return 0
     if opts.help:
         print(helps[opts.help]())
         return 0

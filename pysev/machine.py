@@ -159,6 +159,9 @@ def parse_machine(text):
             if value != "tcg":
                 raise MachineError(f"-machine: unsupported accelerator '{value}' "
                                    "(pysev is tcg-like)")
+        elif key == "memory-encryption":
+            if not value:
+                raise MachineError("-machine: memory-encryption needs an object id")
         else:
             raise MachineError(f"-machine: unsupported machine property '{key}'")
     if mtype is None:
@@ -173,6 +176,16 @@ def parse_machine(text):
         raise MachineError(f"-machine: unsupported machine type '{mtype}' "
                            f"(supported: {', '.join(MACHINE_TYPES)})")
     return name
+
+
+def machine_memory_encryption(text):
+    """The memory-encryption=ID property of a -machine option, or None."""
+    found = None
+    for part in text.split(","):
+        key, eq, value = part.partition("=")
+        if eq and key == "memory-encryption":
+            found = value
+    return found
 
 
 def check_chardev(spec, option):
@@ -250,6 +263,7 @@ _OPTIONS = {
     "debugcon": True, "display": True, "nographic": False, "no-reboot": False,
     "d": True, "D": True, "singlestep": False, "accel": True, "smp": True, "global": True,
     "max-insns": True, "state-json": True, "h": False, "help": False,
+    "object": True, "kernel": True, "initrd": True, "append": True,
 }
 
 RUN_USAGE = """\
@@ -258,6 +272,11 @@ usage: pysev run -bios FILE [options]
 Run x86 firmware on a pysev PC (QEMU-style options).
 
   -bios FILE            firmware image, mapped to end at 4 GiB (size a multiple of 4 KiB)
+  -object TYPE,id=ID,...   create an object, e.g. sev-emulated (-object TYPE,help lists
+                        its properties)
+  -machine ...,memory-encryption=ID   run the guest with SEV, configured by object ID
+  -kernel FILE, -initrd FILE, -append CMDLINE   direct kernel boot inputs (measured
+                        with kernel-hashes=on)
   -m SIZE               RAM size, MiB or with a K/M/G suffix (default 128M)
   -cpu MODEL            CPU model (default EPYC-Milan); -cpu help lists them
   -machine TYPE         q35 (default) or pc; -machine help lists them (-M too)
@@ -293,14 +312,19 @@ class RunOptions:
         self.single_step = False
         self.max_insns = None
         self.state_json = None
-        self.help = None              # "usage", "cpu", "machine" or "d"
+        self.objects = []             # (type, id, {property: value}) from -object
+        self.memory_encryption = None
+        self.kernel = self.initrd = self.append = None
+        self.help = None              # "usage", "cpu", "machine", "d" or ("object", TYPE)
 
     def machine_kwargs(self):
         return dict(bios=self.bios, memory=self.memory, cpu=self.cpu, machine=self.machine,
                     serial=self.serial or ["stdio"], debugcon=self.debugcon,
                     debugcon_port=self.debugcon_port, no_reboot=self.no_reboot,
                     log_items=self.log_items, log=self.log_file, single_step=self.single_step,
-                    max_insns=self.max_insns, state_json=self.state_json)
+                    max_insns=self.max_insns, state_json=self.state_json,
+                    objects=self.objects, memory_encryption=self.memory_encryption,
+                    kernel=self.kernel, initrd=self.initrd, append=self.append)
 
 
 def parse_args(argv):
@@ -360,6 +384,26 @@ def _apply(opts, name, value):
         if mtype == "help":
             opts.help = "machine"
         opts.machine = mtype
+        enc = machine_memory_encryption(value)
+        if enc is not None:
+            opts.memory_encryption = enc
+    elif name == "object":
+        from pysev.sev import QomError, parse_object_option
+        try:
+            otype, oid, props = parse_object_option(value)
+        except QomError as exc:
+            raise MachineError(str(exc)) from None
+        if props.pop("help", False):
+            opts.help = ("object", otype)
+            return
+        if oid is None:
+            raise MachineError(f"-object {otype}: Parameter 'id' is missing")
+        if any(oid == o[1] for o in opts.objects):
+            raise MachineError(f"-object {otype}: attempt to add duplicate property '{oid}' "
+                               "to object (type 'container')")
+        opts.objects.append((otype, oid, props))
+    elif name in ("kernel", "initrd", "append"):
+        setattr(opts, name, value)
     elif name == "serial":
         if len(opts.serial) == len(COM_PORTS):
             raise MachineError(f"-serial: at most {len(COM_PORTS)} serial ports")
@@ -467,11 +511,16 @@ class Machine:
 
     def __init__(self, bios, memory=DEFAULT_RAM, cpu=DEFAULT_CPU, machine=DEFAULT_MACHINE,
                  serial="stdio", debugcon=None, debugcon_port=DEBUGCON_PORT, no_reboot=False,
-                 log_items=(), log=None, single_step=False, max_insns=None, state_json=None):
+                 log_items=(), log=None, single_step=False, max_insns=None, state_json=None,
+                 objects=(), memory_encryption=None, kernel=None, initrd=None, append=None):
         self._files = []
+        self.sev = None
+        self.objects = {}
         try:
             self._build(bios, memory, cpu, machine, serial, debugcon, debugcon_port,
                         no_reboot, log_items, log, single_step, max_insns, state_json)
+            self._build_objects(objects, memory_encryption, image_bytes=self._image,
+                                kernel=kernel, initrd=initrd, append=append)
         except BaseException:
             self.close()
             raise
@@ -509,6 +558,7 @@ class Machine:
         self.resets = 0
         self.triple_faults = 0
 
+        self._image = image
         self.mem = self._build_memory(image)
         self.ports = PortBus()
         self.serials = self._build_serials(serial)
@@ -525,6 +575,92 @@ class Machine:
         self._install_tracer()
         self.cpu.reset()
         self.tracer.log_reset(power_on=True)
+
+    # ---- confidential computing -------------------------------------------------------------
+    def _build_objects(self, objects, memory_encryption, image_bytes, kernel, initrd, append):
+        """-object and -machine memory-encryption=: create the objects, then start the
+        SEV launch against the emulated firmware (see pysev.sev.launch)."""
+        from pysev.sev import QomError, object_new
+        from pysev.sev.launch import SevError, SevLaunch
+        from pysev.sev.objects import SevEmulated, ConfidentialGuestSupport
+        import warnings
+
+        for otype, oid, props in objects:
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    obj = object_new(otype, oid, props)
+            except QomError as exc:
+                raise MachineError(f"-object {otype}: {exc}") from None
+            for w in caught:
+                print(f"pysev: warning: {w.message}", file=sys.stderr)
+            self.objects[oid] = obj
+        kernel_data = self._read_input(kernel, "-kernel")
+        initrd_data = self._read_input(initrd, "-initrd")
+        if memory_encryption is None:
+            self._install_sev_cpu(None)
+            return
+        obj = self.objects.get(memory_encryption)
+        if obj is None:
+            raise MachineError(f"-machine: memory-encryption: no object with id "
+                               f"'{memory_encryption}'")
+        if not isinstance(obj, ConfidentialGuestSupport):
+            raise MachineError(f"-machine: memory-encryption: object '{memory_encryption}' "
+                               f"is not a confidential guest support object")
+        if not isinstance(obj, SevEmulated):
+            raise MachineError(f"-machine: memory-encryption: '{obj.type_name}' needs KVM on an "
+                               "AMD EPYC host; pysev emulates SEV with sev-emulated")
+        model = self.cpu_model
+        try:
+            self.sev = SevLaunch(obj, self.mem, image_bytes, FOUR_GIB - len(image_bytes),
+                                 kernel=kernel_data, initrd=initrd_data, cmdline=append,
+                                 cpu_cbitpos=model.sev_cbitpos, cpu_reduced_bits=model.sev_reduced_phys_bits,
+                                 phys_bits=model.phys_bits)
+            self.sev.start()
+        except SevError as exc:
+            raise MachineError(str(exc)) from None
+        self._install_sev_cpu(self.sev)
+        self.cpu.reset()
+        self.sev.machine_init_done()
+
+    def _read_input(self, path, option):
+        if path is None:
+            return None
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise MachineError(f"{option}: cannot read '{path}': {exc.strerror}") from None
+
+    def _install_sev_cpu(self, sev):
+        """What the guest sees: CPUID 0x8000001F, SEV_STATUS, and the C-bit in page walks."""
+        from pysev.cpu.faults import GuestFault, GP
+
+        cpu = self.cpu
+        info = None
+        if sev is not None:
+            info = {"cbitpos": sev.cbitpos, "reduced_phys_bits": sev.reduced_phys_bits,
+                    "es": False, "snp": False}
+            cpu.sev_c_bit = sev.cbitpos
+            cpu.sev_reduced_bits = sev.reduced_phys_bits
+        cpu.cpuid_fn = self.cpu_model.cpuid_fn(sev=info)
+        status = 1 if sev is not None else 0
+
+        def write_sev_status(value):
+            # SEV_STATUS is read-only (AMD APM vol. 2, 15.34.10)
+            raise GuestFault(GP, 0, detail="SEV_STATUS (MSR 0xc0010131) is read-only")
+
+        if not hasattr(cpu, "msr_handlers"):
+            cpu.msr_handlers = {}
+        cpu.msr_handlers[0xC0010131] = (lambda: status, write_sev_status)
+        cpu.update_paging()
+
+    def query_sev(self):
+        """QMP query-sev: SevInfo, or enabled false without SEV."""
+        if self.sev is None:
+            return {"enabled": False, "api-major": 0, "api-minor": 0, "build-id": 0,
+                    "policy": 0, "state": "uninit", "handle": 0, "sev-type": "sev"}
+        return self.sev.query_sev()
 
     # ---- building ------------------------------------------------------------------------
     def _build_memory(self, image):
@@ -644,6 +780,8 @@ class Machine:
         if max_insns is None:
             max_insns = self.max_insns
         cpu = self.cpu
+        if self.sev is not None:
+            self.sev.vm_running()           # LAUNCH_FINISH on the first transition to running
         start = cpu.icount
         hook = self.tracer.step if self.tracer.single_step else None
         self.stop_info = None

@@ -223,6 +223,12 @@ class CpuModel:
     ranges that the model answers anyway (QEMU's hypervisor leaves).
     """
 
+    # Where the C-bit sits and how many address bits SEV takes, when a guest of
+    # this model runs with SEV (EPYC parts: bit 51, one bit; the sev-emulated
+    # object's cbitpos and reduced-phys-bits override these).
+    sev_cbitpos = 51
+    sev_reduced_phys_bits = 1
+
     def __init__(self, name, *, description, vendor, family, model, stepping, brand,
                  phys_bits, virt_bits, level, xlevel, table, out_of_range="zero",
                  extra_leaves=(), qemu_features=None, origin="", sev_guests=509,
