@@ -655,6 +655,11 @@ class Machine:
         cpu.msr_handlers[0xC0010131] = (lambda: status, write_sev_status)
         cpu.update_paging()
 
+    def qmp(self, name, **arguments):
+        """Run a QMP command: returns its result or raises pysev.qmp.QMPError."""
+        from pysev.qmp import execute
+        return execute(self, name, arguments)
+
     def query_sev(self):
         """QMP query-sev: SevInfo, or enabled false without SEV."""
         if self.sev is None:

@@ -136,7 +136,7 @@ class SevLaunch:
         except SevFirmwareError as exc:
             raise SevError(f"SEV: failed to inject secret: {exc}") from None
         self.mem.write_bytes(gpa, plain)
-        return gpa
+        return gpa, len(plain)
 
     def state_name_short(self):
         return STATE_SHORT[self.ctx.state]
