@@ -5,7 +5,7 @@ from pysev.mem import PAGE_SHIFT, PAGE_MASK, PAGE_SIZE, UNPACK, PACK
 from pysev.mem.paging import walk, PageFault, ACCESS_READ, ACCESS_WRITE, ACCESS_FETCH
 
 from . import helpers
-from .faults import GuestFault, PF, GP
+from .faults import GuestFault, PF, GP, RepStep
 from .state import CPUState
 from .system import SystemMixin, TripleFault, AC
 from .translate import BASE_NAMESPACE, MAX_BLOCK, translate
@@ -59,6 +59,8 @@ class CPU(CPUState, SystemMixin):
         self.fast_context = None
         self.exit_request = False
         self.stop_requested = False
+        self.rep_one = False
+        self.rep_again = False
         self.log = log
         self.debug = frozenset(debug)
         self.cpuid_fn = cpuid or helpers.default_cpuid
@@ -297,6 +299,7 @@ class CPU(CPUState, SystemMixin):
         GuestFault propagates with the state precise and self.icount exact.
         """
         done = 0
+        self.rep_one = step_hook is not None       # one REP iteration per step, as QEMU
         self.halted = False
         self.stop_requested = False
         self.exit_request = False
@@ -326,6 +329,9 @@ class CPU(CPUState, SystemMixin):
                             blk.start < until < blk.end_ip or (blk.loops and until == blk.start))):
                         blk, budget = self._limited_block(blk, rip, budget, until)
                     done += blk.fn(self, budget)
+                except RepStep:
+                    done += self.fault_count + 1
+                    continue
                 except GuestFault as fault:
                     done += self.fault_count
                     if fault.next_ip is not None:

@@ -44,5 +44,5 @@ class GuestFault(Exception):
         return s
 
 
-class Halted(Exception):
-    """Raised by nothing; HLT sets cpu.halted and ends the block."""
+class RepStep(Exception):
+    """One iteration of a REP instruction ran while single-stepping; RIP stays on it."""

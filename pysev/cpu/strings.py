@@ -1,5 +1,9 @@
 """String instructions (movs, stos, lods, cmps, scas, ins, outs) with every REP form.
 
+When the CPU single-steps (cpu.rep_one), a REP instruction runs one iteration
+per step, as QEMU's -singlestep does: the helper sets cpu.rep_again and the
+translated code leaves RIP on the instruction.
+
 Each iteration updates RSI/RDI/RCX before the next one starts, so a fault
 in the middle leaves the registers of the completed iterations and RIP at
 the instruction: the REP restarts where it stopped, as on hardware.
@@ -44,6 +48,9 @@ def bind_strings(cpu):
             if not rep:
                 return
             setr(1, asize, c - 1)
+            if cpu.rep_one and c > 1:
+                cpu.rep_again = True
+                return
 
     def string_stos(size, asize, rep):
         am, step = setup(size, asize)
@@ -59,6 +66,9 @@ def bind_strings(cpu):
             if not rep:
                 return
             setr(1, asize, c - 1)
+            if cpu.rep_one and c > 1:
+                cpu.rep_again = True
+                return
 
     def string_lods(size, asize, seg, rep):
         am, step = setup(size, asize)
@@ -78,6 +88,9 @@ def bind_strings(cpu):
             if not rep:
                 return
             setr(1, asize, c - 1)
+            if cpu.rep_one and c > 1:
+                cpu.rep_again = True
+                return
 
     def string_cmps(size, asize, seg, rep):
         """Returns (a, b, a - b) of the last comparison, or None if none ran."""
@@ -100,6 +113,9 @@ def bind_strings(cpu):
             setr(1, asize, c - 1)
             if (rep == "repe") != (((a - b) & m) == 0):
                 return last
+            if cpu.rep_one and c > 1:
+                cpu.rep_again = True
+                return last
 
     def string_scas(size, asize, rep):
         am, step = setup(size, asize)
@@ -120,6 +136,9 @@ def bind_strings(cpu):
             setr(1, asize, c - 1)
             if (rep == "repe") != (((a - b) & m) == 0):
                 return last
+            if cpu.rep_one and c > 1:
+                cpu.rep_again = True
+                return last
 
     def string_ins(size, asize, rep):
         am, step = setup(size, asize)
@@ -135,6 +154,9 @@ def bind_strings(cpu):
             if not rep:
                 return
             setr(1, asize, c - 1)
+            if cpu.rep_one and c > 1:
+                cpu.rep_again = True
+                return
 
     def string_outs(size, asize, seg, rep):
         am, step = setup(size, asize)
@@ -150,6 +172,9 @@ def bind_strings(cpu):
             if not rep:
                 return
             setr(1, asize, c - 1)
+            if cpu.rep_one and c > 1:
+                cpu.rep_again = True
+                return
 
     return {f.__name__: f for f in (string_movs, string_stos, string_lods, string_cmps,
                                      string_scas, string_ins, string_outs)}

@@ -14,7 +14,7 @@ import bisect
 from decoder import decode
 from . import flags as F
 from .emit import EMITTERS, Emitter
-from .faults import GuestFault, UD
+from .faults import GuestFault, RepStep, UD
 
 MAX_BLOCK = 64
 
@@ -212,6 +212,7 @@ def _assemble(chunks, start, mode, e, namespace):
 # names every block needs, independent of the CPU instance
 BASE_NAMESPACE = {
     "GuestFault": GuestFault,
+    "RepStep": RepStep,
     "FLAGS": F.FLAGS,
     "COND": F.COND,
     "PARITY": F.PARITY,

@@ -4,6 +4,15 @@ from ..emit import emits
 from .. import flags as F
 
 
+def _again(e, ins):
+    """After a REP helper: in one-iteration mode, stay on this instruction."""
+    if ins.rep:
+        e.line("if cpu.rep_again:")
+        e.line("    cpu.rep_again = False")
+        e.line("    raise RepStep()")             # RIP stays here; this iteration counts
+        e.fault_point()
+
+
 def _size(ins):
     return {"B": 1, "W": 2, "D": 4, "Q": 8}[ins.mnem[-1]]
 
@@ -15,18 +24,21 @@ def movs(e, ins):
     dst, src = ins.ops
     e.chunk.store = True
     e.call_helper("string_movs", _size(ins), ins.asize, src.seg, repr(ins.rep), result=False)
+    _again(e, ins)
 
 
 @emits("STOSB", "STOSW", "STOSD", "STOSQ")
 def stos(e, ins):
     e.chunk.store = True
     e.call_helper("string_stos", _size(ins), ins.asize, repr(ins.rep), result=False)
+    _again(e, ins)
 
 
 @emits("LODSB", "LODSW", "LODSD", "LODSQ")
 def lods(e, ins):
     src = ins.ops[-1]
     e.call_helper("string_lods", _size(ins), ins.asize, src.seg, repr(ins.rep), result=False)
+    _again(e, ins)
 
 
 def _compare(e, ins, t):
@@ -49,12 +61,14 @@ def cmps(e, ins):
     src = ins.ops[0]
     t = e.call_helper("string_cmps", _size(ins), ins.asize, src.seg, repr(ins.rep))
     _compare(e, ins, t)
+    _again(e, ins)
 
 
 @emits("SCASB", "SCASW", "SCASD", "SCASQ")
 def scas(e, ins):
     t = e.call_helper("string_scas", _size(ins), ins.asize, repr(ins.rep))
     _compare(e, ins, t)
+    _again(e, ins)
 
 
 @emits("INSB", "INSW", "INSD")
@@ -63,6 +77,7 @@ def ins_(e, ins):
     if e.mode.pe and e.mode.cpl:
         e.call_helper("check_io", e.gpr(2, 2), _size(ins), result=False)
     e.call_helper("string_ins", _size(ins), ins.asize, repr(ins.rep), result=False)
+    _again(e, ins)
 
 
 @emits("OUTSB", "OUTSW", "OUTSD")
@@ -71,3 +86,4 @@ def outs(e, ins):
         e.call_helper("check_io", e.gpr(2, 2), _size(ins), result=False)
     src = ins.ops[-1]
     e.call_helper("string_outs", _size(ins), ins.asize, src.seg, repr(ins.rep), result=False)
+    _again(e, ins)
