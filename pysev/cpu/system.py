@@ -103,6 +103,7 @@ class SystemMixin:
         self.tsc_offset = 0
         self.pending_fault = None
         self.triple_fault_info = None
+        self.fpu_cw, self.fpu_sw, self.fpu_tw, self.mxcsr = 0x40, 0, 0x5555, 0x1F80
         self.interrupt_log = None           # hooks the machine's tracer installs
         self.exception_log = None
         self.log_cr = None
@@ -133,6 +134,7 @@ class SystemMixin:
         self.triple_fault_info = None
         self.pending_fault = None
         self.interrupt_shadow = None
+        self.fpu_cw, self.fpu_sw, self.fpu_tw, self.mxcsr = 0x40, 0, 0x5555, 0x1F80
         self.update_paging()
         self.update_mode()
 

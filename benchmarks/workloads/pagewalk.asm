@@ -1,0 +1,42 @@
+; pagewalk.asm - page-walk throughput under 4-level paging with 4 KiB pages.
+;
+; Runs in 64-bit long mode with paging on; the host builds the page tables
+; (benchmarks/run.py, PagingWorkload) and, for the SEV run, sets the C-bit in
+; CR3 and in every paging-structure entry.  The binary is the same for both.
+;
+; In:  rcx = iterations (>= 1), rsi = linear address of the data region:
+;      PAGES pages of 4 KiB, each mapped by its own 4 KiB PTE,
+;      set by the host before start.
+; Body: each iteration sweeps the data region, xoring rcx into the first
+; qword of every page, then writes CR3 back with its own value.  That CR3
+; write drops every TLB entry (no page is global), so every page of the next
+; sweep is a TLB miss again and costs a fresh 4-level walk (pysev keeps
+; separate read and write TLBs, so a read-modify-write misses in both), as
+; does the first fetch of each code block.
+;
+; Instructions executed from the entry point up to (not including) the final
+; hlt, which is the last byte of the binary (PAGES = 256, 4 per page):
+;
+;     insns(n) = 1030 * n + 0
+;
+; Loaded at 0x100000 (identity mapped); the entry point is the first byte.
+
+PAGES equ 256
+
+bits 64
+org 0x100000
+
+start:
+.sweep:
+        mov     rdi, rsi                ; 1
+        mov     edx, PAGES              ; 2
+.page:
+        xor     [rdi], rcx              ; 1  read and write: a miss in both TLBs
+        add     rdi, 4096               ; 2  next page
+        dec     edx                     ; 3
+        jnz     .page                   ; 4
+        mov     rax, cr3                ; 3
+        mov     cr3, rax                ; 4  flush the TLB
+        dec     rcx                     ; 5
+        jnz     .sweep                  ; 6
+        hlt
