@@ -10,6 +10,11 @@ number of instructions the workload's formula gives (``Emulator.insn_count``),
 that the formula itself holds (counted with a unicorn code hook on a few short
 runs), and that both engines end with the same registers and memory.  It then
 prints one table of instructions per second.  See benchmarks/README.md.
+
+The paging workloads (``pagewalk`` and ``pagewalk-sev``) run pysev only: the
+same binary under 4-level paging built by the host, once without SEV and once
+with the C-bit set in CR3 and every paging-structure entry; the run prints
+their ratio after the table.
 """
 
 import argparse
@@ -137,6 +142,193 @@ def run_pysev(workload, n, repeat=1):
     return Result("pysev", best, emu.insn_count, regs, digest)
 
 
+# -- paging workloads (pysev only) ---------------------------------------------
+#
+# pagewalk.bin runs in long mode with 4-level paging built here.  Physical
+# memory is one RAM block; the tables live at PAGING_TABLES:
+#
+#   PML4[0] -> PDPT -> PD -> PT: the code page, identity mapped at CODE_BASE
+#   PML4[1] -> PDPT -> PD -> PTs: the data region at PAGING_DATA_LINEAR, one 4 KiB
+#              PTE per page, page i at PAGING_DATA_PHYS + 4 KiB * (i * 37 mod pages)
+#              (scattered, so a wrong translation shows in the final memory)
+#
+# Every entry is present and writable (0x3); for SEV the C-bit of the CPU model
+# is set in CR3 and in every entry, and the CPU is told its C-bit position and
+# reduced-phys-bits, so each walk strips and checks it.  The binary writes CR3
+# back after every sweep, so each page touch misses the TLB again.
+
+PAGING_MODEL = "EPYC-Milan"          # phys bits, C-bit position, reduced-phys-bits
+PAGING_RAM = 0x1000000               # 16 MiB of RAM at 0
+PAGING_TABLES = 0x10000              # page tables from here on, 4 KiB each
+PAGING_DATA_LINEAR = 0x8000000000    # PML4 slot 1
+PAGING_DATA_PHYS = 0x400000
+PAGING_STRIDE = 37                   # odd: i * 37 mod 2**k is a permutation
+PAGE = 0x1000
+
+
+@dataclass(frozen=True)
+class PagingWorkload(Workload):
+    sev: bool = False
+    pages: int = 256                 # r8: data pages touched per sweep (a power of two)
+    source: str = "pagewalk"         # the binary both variants run
+
+    def binary(self):
+        data = (HERE / "workloads" / f"{self.source}.bin").read_bytes()
+        if not data or data[-1] != 0xF4:
+            raise RuntimeError(f"{self.source}.bin must end with hlt (0xF4)")
+        return data
+
+    def initial_registers(self, n):
+        regs = dict.fromkeys(GPRS, 0)
+        regs.update(rcx=n, rsi=PAGING_DATA_LINEAR, r8=self.pages, rsp=0)
+        return regs
+
+    def expected_data(self, n):
+        """The data region after n sweeps: each page's first qword is 1 ^ 2 ^ ... ^ n."""
+        value = (n, 1, n + 1, 0)[n % 4]
+        return (value.to_bytes(8, "little") + bytes(PAGE - 8)) * self.pages
+
+
+PAGING_WORKLOADS = {w.name: w for w in (
+    PagingWorkload("pagewalk", 1030, 0, 1_000,
+                   "xor into 256 pages, CR3 reload: 4-level walks, no SEV"),
+    PagingWorkload("pagewalk-sev", 1030, 0, 1_000,
+                   "pagewalk with the C-bit in CR3 and every table entry", sev=True),
+)}
+
+
+def paging_machine(workload, n):
+    """A bare pysev CPU in long mode with the workload's page tables; returns (cpu, mem, hlt)."""
+    from pysev.cpu import CPU, GPR_NAMES
+    from pysev.cpu import cpuid
+    from pysev.mem import PhysMem
+
+    if workload.pages & (workload.pages - 1) or workload.per_iteration != 4 * workload.pages + 6:
+        raise CheckFailed(f"{workload.name}: pages must be a power of two and the formula "
+                          f"(4 * pages + 6) * n")
+    model = cpuid.get_model(PAGING_MODEL)
+    code = workload.binary()
+    mem = PhysMem()
+    mem.add_ram(0, PAGING_RAM)
+    mem.load(CODE_BASE, code)
+    cpu = CPU(mem)
+    cpu.deliver_exceptions = False              # a fault is a broken benchmark: raise it
+    cpu.phys_bits = model.phys_bits
+    c_bit = 0
+    if workload.sev:
+        cpu.sev_c_bit, cpu.sev_reduced_bits = model.sev_cbitpos, model.sev_reduced_phys_bits
+        c_bit = 1 << model.sev_cbitpos
+    tables = iter(range(PAGING_TABLES, CODE_BASE, PAGE))
+
+    def entry(phys):
+        return phys | 0x3 | c_bit
+
+    def map_page(pml4, lin, phys):
+        table = pml4
+        for shift in (39, 30, 21):
+            slot = table + ((lin >> shift) & 0x1FF) * 8
+            value = mem.read(slot, 8)
+            if not value & 1:
+                value = entry(next(tables))
+                mem.write(slot, 8, value)
+            table = value & ~(0xFFF | c_bit)
+        mem.write(table + ((lin >> 12) & 0x1FF) * 8, 8, entry(phys))
+
+    pml4 = next(tables)
+    for off in range(0, len(code), PAGE):
+        map_page(pml4, CODE_BASE + off, CODE_BASE + off)
+    for i in range(workload.pages):
+        phys = PAGING_DATA_PHYS + PAGE * ((i * PAGING_STRIDE) % workload.pages)
+        map_page(pml4, PAGING_DATA_LINEAR + PAGE * i, phys)
+    for seg in range(6):
+        cpu.set_segment(seg, 0, 0, 0xFFFFFFFF, 0xC09300)
+    cpu.seg_attr[1] = 0xA09B00                 # CS: 64-bit code
+    cpu.cr0 = 0x80000011                       # PG, ET, PE
+    cpu.cr4 = 0x20                             # PAE
+    cpu.efer = 0x500                           # LME, LMA
+    cpu.cr3 = pml4 | c_bit
+    cpu.update_paging()
+    cpu.update_mode()
+    regs = workload.initial_registers(n)
+    for k, name in enumerate(GPR_NAMES):
+        cpu.regs[k] = regs[name]
+    cpu.eflags = 0x2
+    cpu.rip = CODE_BASE
+    return cpu, mem, CODE_BASE + len(code) - 1
+
+
+def count_page_walks(workload, n):
+    """Page walks pysev makes for n sweeps (wrapping its walker for one short run)."""
+    from pysev.cpu import engine
+
+    cpu, _mem, hlt = paging_machine(workload, n)
+    real = engine.walk
+    count = [0]
+
+    def counting_walk(*args, **kwargs):
+        count[0] += 1
+        return real(*args, **kwargs)
+
+    engine.walk = counting_walk
+    try:
+        cpu.run(float("inf"), hlt)
+    finally:
+        engine.walk = real
+    return count[0]
+
+
+def check_page_walks(workload):
+    """Every sweep must walk at least twice per page (a read and a write miss)."""
+    walks = count_page_walks(workload, 3) - count_page_walks(workload, 2)
+    if walks < 2 * workload.pages:
+        raise CheckFailed(f"{workload.name}: {walks} page walks per sweep, expected at least "
+                          f"{2 * workload.pages} (is the TLB flushed by the CR3 write?)")
+    return walks
+
+
+def run_pysev_paging(workload, n, repeat=1):
+    from pysev.cpu import GPR_NAMES
+
+    expected = workload.instructions(n)
+    data = workload.expected_data(n)
+    best = None
+    for _ in range(repeat):
+        cpu, mem, hlt = paging_machine(workload, n)
+        start = time.perf_counter()
+        reason = cpu.run(float("inf"), hlt)
+        elapsed = time.perf_counter() - start
+        if reason != "until" or cpu.rip != hlt:
+            raise CheckFailed(f"{workload.name}: pysev stopped at {cpu.rip:#x} ({reason}), "
+                              f"expected the hlt at {hlt:#x}")
+        if cpu.icount != expected:
+            raise CheckFailed(f"{workload.name}: pysev executed {cpu.icount} instructions, "
+                              f"expected {expected} = {workload.per_iteration}*{n}"
+                              f"+{workload.fixed}")
+        if mem.read_bytes(PAGING_DATA_PHYS, len(data)) != data:
+            raise CheckFailed(f"{workload.name}: the data pages do not hold what {n} sweeps "
+                              "write (a wrong translation?)")
+        if best is None or elapsed < best:
+            best = elapsed
+    regs = {name: cpu.regs[k] for k, name in enumerate(GPR_NAMES)}
+    regs["rip"] = cpu.rip
+    regs["rflags"] = cpu.eflags & ARITH_FLAGS
+    digest = hashlib.sha256(mem.read_bytes(PAGING_DATA_PHYS, len(data))).hexdigest()
+    return Result("pysev", best, cpu.icount, regs, digest)
+
+
+def format_sev_comparison(rows):
+    """The SEV on/off line for the paging rows, or None when one of them did not run."""
+    results = {name: pysev for name, _n, pysev, _uni in rows if name in PAGING_WORKLOADS}
+    off, on = results.get("pagewalk"), results.get("pagewalk-sev")
+    if not (off and on):
+        return None
+    return (f"pagewalk SEV on/off: {on.rate:,.0f} / {off.rate:,.0f} instr/s = "
+            f"{on.rate / off.rate:.2f}x")
+
+
+ALL_WORKLOADS = {**WORKLOADS, **PAGING_WORKLOADS}
+
+
 # -- unicorn ------------------------------------------------------------------
 
 def unicorn_available():
@@ -251,7 +443,17 @@ def run(names, scale=1.0, repeat=1, engines=("pysev", "unicorn"), out=sys.stdout
     if "unicorn" in engines and not use_unicorn:
         print("note: unicorn is not installed; its column stays empty", file=out)
     rows = []
+    walks = {}
     for name in names:
+        if name in PAGING_WORKLOADS:
+            workload = PAGING_WORKLOADS[name]
+            n = iterations_for(workload, scale)
+            pysev_result = None
+            if use_pysev:
+                walks[name] = check_page_walks(workload)
+                pysev_result = run_pysev_paging(workload, n, repeat)
+            rows.append((name, workload.instructions(n), pysev_result, None))
+            continue
         workload = WORKLOADS[name]
         n = iterations_for(workload, scale)
         if use_unicorn:
@@ -262,10 +464,17 @@ def run(names, scale=1.0, repeat=1, engines=("pysev", "unicorn"), out=sys.stdout
             compare(workload, pysev_result, unicorn_result)
         rows.append((name, workload.instructions(n), pysev_result, unicorn_result))
     print(format_table(rows), file=out)
+    comparison = format_sev_comparison(rows)
+    if comparison:
+        print(comparison, file=out)
+    standard = any(name in WORKLOADS for name in names)
     checks = ["instruction counts"] if use_pysev else []
-    if use_unicorn:
+    if walks:
+        per_sweep = ", ".join(f"{name} {count}" for name, count in walks.items())
+        checks.append(f"page walks per sweep ({per_sweep}) and the paged data")
+    if use_unicorn and standard:
         checks.insert(0, "formulas")
-    if use_pysev and use_unicorn:
+    if use_pysev and use_unicorn and standard:
         checks.append("final registers and memory agree")
     if checks:
         print("checked: " + ", ".join(checks), file=out)
@@ -274,7 +483,7 @@ def run(names, scale=1.0, repeat=1, engines=("pysev", "unicorn"), out=sys.stdout
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Run the pysev benchmark workloads.")
-    parser.add_argument("--workload", action="append", choices=sorted(WORKLOADS), metavar="NAME",
+    parser.add_argument("--workload", action="append", choices=sorted(ALL_WORKLOADS), metavar="NAME",
                         help="run only NAME (may be repeated; choices: %(choices)s)")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply every iteration count by F (default 1.0)")
@@ -294,7 +503,7 @@ def main(argv=None):
     if engines == ("unicorn",) and not unicorn_available():
         print("benchmarks: unicorn is not installed", file=sys.stderr)
         return 1
-    names = args.workload or list(WORKLOADS)
+    names = args.workload or list(ALL_WORKLOADS)
     try:
         run(dict.fromkeys(names), args.scale, args.repeat, engines)
     except CheckFailed as exc:

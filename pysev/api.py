@@ -203,8 +203,7 @@ class Emulator:
         except GuestFault as f:
             address = cpu.rip
             if f.vector in TRAPS or f.next_ip is not None:
-                cpu.rip = f.next_ip
-                cpu.icount += 1
+                cpu.rip = f.next_ip           # a trap completed (and was counted)
             raise GuestException(f.vector, address, f.error_code, f.detail) from None
         return self.stop_reason
 

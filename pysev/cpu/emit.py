@@ -196,16 +196,40 @@ class Emitter:
             self._addr_cache[key] = name
         return name
 
+    def _simple_addr(self, addr):
+        if addr.isidentifier() or addr.startswith("0x") or addr.isdigit():
+            return addr
+        t = self.tmp()
+        self.line(f"{t} = {addr}")
+        return t
+
+    # The memory fast path is written inline: a software-TLB hit (linear page ->
+    # host offset) inside one page reads or writes the memoryview directly;
+    # anything else (a miss, a page crossing, MMIO, a code page) takes the slow path.
     def load(self, size, addr):
         t = self.tmp()
         self.fault_point()
-        self.line(f"{t} = rd{size}({addr})")
+        if size not in (1, 2, 4, 8):
+            self.line(f"{t} = rd{size}({addr})")
+            return t
+        a = self._simple_addr(addr)
+        h = self.tmp()
+        self.line(f"{h} = TLB_R.get({a} >> 12)")
+        self.line(f"{t} = U{size}(MV, {h} + ({a} & 0xfff))[0] if {h} is not None and "
+                  f"({a} & 0xfff) <= {4096 - size} else SLOW_READ({a}, {size})")
         return t
 
     def store(self, size, addr, value):
         self.fault_point()
         self.chunk.store = True
-        self.line(f"wr{size}({addr}, {value})")
+        if size not in (1, 2, 4, 8):
+            self.line(f"wr{size}({addr}, {value})")
+            return
+        a = self._simple_addr(addr)
+        h = self.tmp()
+        self.line(f"{h} = TLB_W.get({a} >> 12)")
+        self.line(f"P{size}(MV, {h} + ({a} & 0xfff), {value}) if {h} is not None and "
+                  f"({a} & 0xfff) <= {4096 - size} else SLOW_WRITE({a}, {size}, {value})")
 
     # ---- operands ----------------------------------------------------------------
     def read(self, op):
@@ -270,7 +294,7 @@ class Emitter:
             e = F.cf_expr(*self.fkind)
             if e is not None:
                 return e
-        return f"({self._flags_word()} & 1)"
+        return "CARRY[fo](fa, fb, fr)"
 
     def cond(self, cc):
         """Expression true when condition code cc holds."""

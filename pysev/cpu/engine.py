@@ -320,7 +320,6 @@ class CPU(CPUState, SystemMixin):
                     if self.stop_requested:
                         return "stop"
                     budget = 1
-                self.fault_count = 0
                 try:
                     blk = fast_get(rip)
                     if blk is None:
@@ -331,9 +330,11 @@ class CPU(CPUState, SystemMixin):
                     done += blk.fn(self, budget)
                 except RepStep:
                     done += self.fault_count + 1
+                    self.fault_count = 0
                     continue
                 except GuestFault as fault:
                     done += self.fault_count
+                    self.fault_count = 0
                     if fault.next_ip is not None:
                         done += 1                 # a trap: its instruction completed
                     if not self.deliver_exceptions:
@@ -347,6 +348,7 @@ class CPU(CPUState, SystemMixin):
                     continue
                 except Exception as exc:
                     done += self.fault_count
+                    self.fault_count = 0
                     raise EngineError(
                         f"internal error at {self.rip:#x} while running translated code: "
                         f"{type(exc).__name__}: {exc}") from exc

@@ -88,6 +88,30 @@ def _make(kind, size):
 FLAGS = tuple(_make(k, s) for k in range(9) for s in SIZES)
 
 
+def _make_cf(kind, size):
+    mask = (1 << (8 * size)) - 1
+    top = 8 * size - 1
+    if kind == ADD:
+        return lambda a, b, r: 1 if r > mask else 0
+    if kind == SUB:
+        return lambda a, b, r: 1 if r < 0 else 0
+    if kind in (INC, DEC):
+        return lambda a, b, r: 1 if b else 0
+    if kind == SHL:
+        return lambda a, b, r: (a >> top) & 1
+    if kind == SAR:
+        return lambda a, b, r: a & 1
+    if kind == MUL:
+        return lambda a, b, r: 1 if a else 0
+    if kind == EFL:
+        return lambda a, b, r: r & 1
+    return lambda a, b, r: 0
+
+
+# CARRY[fo](fa, fb, fr) -> CF alone (INC/DEC and ADC/SBB need only that)
+CARRY = tuple(_make_cf(k, s) for k in range(9) for s in SIZES)
+
+
 def compute(fo, fa, fb, fr):
     return FLAGS[fo](fa, fb, fr)
 

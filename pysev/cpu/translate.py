@@ -214,6 +214,7 @@ BASE_NAMESPACE = {
     "GuestFault": GuestFault,
     "RepStep": RepStep,
     "FLAGS": F.FLAGS,
+    "CARRY": F.CARRY,
     "COND": F.COND,
     "PARITY": F.PARITY,
     "_fault_index": _fault_index,

@@ -173,3 +173,13 @@ def test_guest_write_to_another_block_that_already_ran():
     emu, code, _ = load(src)
     emu.emu_start(CODE, CODE + len(code))
     assert emu.reg_read("ebx") == 5 and emu.reg_read("eax") == 9
+
+
+def test_a_trap_counts_once_and_resumes_after_itself():
+    emu = Emulator(64)
+    emu.mem_map(0, 0x2000)
+    emu.mem_write(0x1000, bytes.fromhex("90cc90f4"))     # nop; int3; nop; hlt
+    with pytest.raises(GuestException) as ei:
+        emu.emu_start(0x1000, 0x1004)
+    assert (ei.value.vector, ei.value.address) == (3, 0x1001)
+    assert emu.insn_count == 2 and emu.reg_read("rip") == 0x1002
