@@ -290,12 +290,31 @@ STOP_TEXT = {"exception": "guest exception not delivered",
              "internal-error": "internal error in pysev"}
 
 
+# -- pysev owner ---------------------------------------------------------------------
+
+def add_owner_parser(subparsers):
+    from pysev.owner.cli import add_parser      # argparse only: the crypto loads on use
+    add_parser(subparsers).set_defaults(func=cmd_owner)
+
+
+def cmd_owner(args):
+    """``pysev owner keygen|digest|verify|secret``: the guest owner's side (pysev.owner)."""
+    from pysev.owner import OwnerError
+    from pysev.owner.cli import run
+
+    try:
+        return run(args)
+    except OwnerError as exc:
+        raise CliError(f"pysev owner {args.owner_command}: {exc}", 2, raw=True) from None
+
+
 # -- main -------------------------------------------------------------------------
 
 # (name, function adding the subparser); the order is the order in --help
 SUBCOMMANDS = [
     ("demo", add_demo_parser),
     ("run", add_run_parser),
+    ("owner", add_owner_parser),
 ]
 
 

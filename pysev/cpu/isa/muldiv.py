@@ -41,12 +41,8 @@ def mul(e, ins):
         else:
             e.write(lo, r)
             e.write(hi, h)
-        cf = e.tmp()
-        if signed:
-            e.line(f"{cf} = 0 if {p} == {_sx(r, size)} else 1")
-        else:
-            e.line(f"{cf} = 1 if {h} else 0")
-        e.flags(F.MUL, size, a=cf, r=r)
+        cf = f"(0 if {p} == {_sx(r, size)} else 1)" if signed else f"(1 if {h} else 0)"
+        e.flags(F.MUL, size, a=cf, r=r)     # CF=OF computed only if the flags are live
         return
     if len(ops) == 2:
         dst, src = ops
@@ -56,12 +52,11 @@ def mul(e, ins):
         a, b = e.get(s1), e.get(s2)
     size = dst.size
     m = mask_of(size)
-    p, r, cf = e.tmp(), e.tmp(), e.tmp()
+    p, r = e.tmp(), e.tmp()
     e.line(f"{p} = {_sx(a, size)} * {_sx(b, size)}")
     e.line(f"{r} = {p} & {m:#x}")
-    e.line(f"{cf} = 0 if {p} == {_sx(r, size)} else 1")
     e.write(dst, r)
-    e.flags(F.MUL, size, a=cf, r=r)
+    e.flags(F.MUL, size, a=f"(0 if {p} == {_sx(r, size)} else 1)", r=r)
 
 
 @emits("DIV", "IDIV")

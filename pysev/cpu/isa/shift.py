@@ -56,11 +56,10 @@ def shift(e, ins):
     v = e.get(dst)
     if static is not None:
         res, fa = _shift_exprs(kind, size, v, static)
-        r, a = e.tmp(), e.tmp()
+        r = e.tmp()
         e.line(f"{r} = {res}")
-        e.line(f"{a} = {fa}")
         e.write(dst, r)
-        e.flags(fkind, size, a=a, r=r)
+        e.flags(fkind, size, a=fa, r=r)       # fa is computed only if the flags are live
         return
     res, fa = _shift_exprs(kind, size, v, dyn)
     e.line(f"if {dyn}:")
