@@ -597,6 +597,7 @@ class Machine:
             self.objects[oid] = obj
         kernel_data = self._read_input(kernel, "-kernel")
         initrd_data = self._read_input(initrd, "-initrd")
+        self._build_fw_cfg(kernel_data, initrd_data, append, sev=memory_encryption is not None)
         if memory_encryption is None:
             self._install_sev_cpu(None)
             return
@@ -631,6 +632,34 @@ class Machine:
                 return f.read()
         except OSError as exc:
             raise MachineError(f"{option}: cannot read '{path}': {exc.strerror}") from None
+
+    def _build_fw_cfg(self, kernel_data, initrd_data, append, sev=False):
+        """The fw_cfg device (ports 0x510-0x511, DMA at 0x514-0x51b), always present as
+        in QEMU; with -kernel it carries the Linux boot items (pysev.boot.linux).  With
+        a confidential guest (*sev*) the kernel's setup header is handed over unpatched,
+        as QEMU does, so that it hashes like the file."""
+        from pysev.boot import LinuxBootError, load_linux
+        from pysev.cpu.cpuid import VENDOR_AMD
+        from pysev.devices.fw_cfg import pc_e820, pc_fw_cfg
+
+        if kernel_data is None:
+            if initrd_data is not None:
+                raise MachineError("-initrd only allowed with -kernel option")
+            if append:
+                raise MachineError("-append only allowed with -kernel option")
+        below, above = ram_split(self.machine_type, self.ram_size)
+        self.linux_boot = None
+        if kernel_data is not None:
+            try:
+                self.linux_boot = load_linux(kernel_data, initrd_data, append,
+                                             below_4g_mem_size=below, patch_header=not sev)
+            except LinuxBootError as exc:
+                raise MachineError(f"{exc.option}: {exc}") from None
+        model = self.cpu_model
+        e820 = pc_e820(below, above,
+                       amd_ht_hole=model.vendor == VENDOR_AMD and model.phys_bits >= 40)
+        self.fw_cfg = pc_fw_cfg(self.mem, self.cpu.invalidate_code, ram_size=self.ram_size,
+                                e820=e820, boot=self.linux_boot).register(self.ports)
 
     def _install_sev_cpu(self, sev):
         """What the guest sees: CPUID 0x8000001F, SEV_STATUS, and the C-bit in page walks."""

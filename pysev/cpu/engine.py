@@ -242,15 +242,18 @@ class CPU(CPUState, SystemMixin):
         key = (phys, ip, self.seg_base[1], self.mode.key, max_insns, stop_at)
         blk = self.cache.get(key)
         if blk is None:
-            limit = PAGE_SIZE - (lin & PAGE_MASK)
+            in_page = lin & PAGE_MASK
+            limit = PAGE_SIZE - in_page
             self._fetch_fault_at = None
-            code = self._fetch_code(lin, limit + 15)
-            if self._fetch_fault_at is not None and len(code) < 15:
+            page_lin = lin - in_page
+            code = self._fetch_code(page_lin, PAGE_SIZE + 15)
+            if self._fetch_fault_at is not None and len(code) - in_page < 15:
                 # the very first instruction runs into a page that cannot be fetched
-                if not self._first_insn_fits(code, ip):
+                if not self._first_insn_fits(code[in_page:], ip):
                     self.linear_to_phys(self._fetch_fault_at, ACCESS_FETCH)
-            blk = translate(code, ip, self.mode, max_insns, limit, self.namespace,
-                            stop_at, truncated=self._fetch_fault_at is not None)
+            blk = translate(code, ip - in_page, ip, self.mode, max_insns, ip + limit,
+                            self.namespace, stop_at,
+                            truncated=self._fetch_fault_at is not None)
             last = lin + (blk.end_ip - ip) - 1
             pages = {phys >> PAGE_SHIFT}
             if (last >> PAGE_SHIFT) != (lin >> PAGE_SHIFT):
@@ -325,7 +328,8 @@ class CPU(CPUState, SystemMixin):
                     if blk is None:
                         blk = fast[rip] = self.block_at(rip)
                     if blk.n > budget or (until is not None and (
-                            blk.start < until < blk.end_ip or (blk.loops and until == blk.start))):
+                            (until in blk.ips and until != blk.start)
+                            or (blk.loops and until == blk.start))):
                         blk, budget = self._limited_block(blk, rip, budget, until)
                     done += blk.fn(self, budget)
                 except RepStep:
@@ -375,7 +379,7 @@ class CPU(CPUState, SystemMixin):
         """A shorter variant of blk that respects the budget and stops before `until`."""
         if blk.n > budget:
             blk = self.block_at(rip, budget)
-        if until is not None and blk.start < until < blk.end_ip:
+        if until is not None and until in blk.ips and until != blk.start:
             blk = self.block_at(rip, blk.n, until)
         if blk.loops and until == blk.start:
             budget = blk.n

@@ -748,9 +748,12 @@ class SystemMixin:
         elif n == 2:
             self.cr2 = value
         elif n == 3:
-            if self.efer & EFER_LMA and value >> self.phys_bits and not (
-                    self.sev_c_bit and value >> self.sev_c_bit == 1):
-                raise gp(0, "CR3 has reserved bits set")
+            if self.efer & EFER_LMA:
+                # bits from the usable address width up are reserved, except the C-bit
+                c_bit = (1 << self.sev_c_bit) if self.sev_c_bit else 0
+                usable = self.phys_bits - self.sev_reduced_bits
+                if (value & ~c_bit) >> usable:
+                    raise gp(0, "CR3 has reserved bits set")
             self.cr3 = value & (M64 if self.efer & EFER_LMA else 0xFFFFFFFF)
             if self.log_cr is not None:
                 self.log_cr(3, self.cr3)

@@ -11,7 +11,7 @@ the faulting instruction, flags as before it.
 
 import bisect
 
-from decoder import decode
+from decoder import decode_one
 from . import flags as F
 from .emit import EMITTERS, Emitter
 from .faults import GuestFault, RepStep, UD
@@ -20,7 +20,7 @@ MAX_BLOCK = 64
 
 
 class Block:
-    __slots__ = ("fn", "start", "lin", "n", "end_ip", "source", "insns",
+    __slots__ = ("fn", "start", "lin", "n", "end_ip", "ips", "source", "insns",
                  "pages", "key", "loops")
 
     def __repr__(self):
@@ -31,62 +31,93 @@ def _fault_index(lines, lineno):
     return max(bisect.bisect_right(lines, lineno) - 1, 0)
 
 
-def translate(code, ip, mode, max_insns=MAX_BLOCK, page_limit=None, namespace=None,
+def translate(code, code_ip, ip, mode, max_insns=MAX_BLOCK, limit_ip=None, namespace=None,
               stop_at=None, truncated=False):
-    """Translate the block whose first instruction is at IP `ip`.
+    """Translate the block (a trace) whose first instruction is at IP `ip`.
 
-    `code` holds the bytes from `ip` on (at least up to page_limit + 15, unless
-    `truncated`: then the code ends where the next page could not be fetched
-    and an instruction running past the end is left for a later block, which
-    faults on it).  Decoding stops before an instruction starting at or past
-    `page_limit` bytes from ip, or at `stop_at` (an IP), or after max_insns.
-    Returns (Block, list of Insn).
+    `code` holds the bytes of the code page from IP `code_ip` on, plus 15
+    bytes of the next page (unless `truncated`: the next page could not be
+    fetched, and an instruction running into it is left for a later block,
+    which faults on it).  Every instruction of the block starts before
+    `limit_ip` (the end of the page).
+
+    The block follows control flow while it stays on the page: through direct
+    jumps and calls, past conditional branches (exiting when taken), and
+    through a RET whose return address the block itself pushed (a guard exits
+    when the stack says otherwise).  It stops at an instruction it already
+    holds (a branch back to its start makes it loop in place), at `stop_at`,
+    after max_insns, and at anything that changes the mode or needs the
+    dispatcher.
     """
-    insns = []
-    offset = 0
-    for ins in decode(code, ip, mode.bits):
-        if insns and (page_limit is not None and offset >= page_limit):
-            break
-        if insns and stop_at is not None and ins.ip == stop_at:
-            break
-        if insns and ins.invalid and truncated and offset + 15 > len(code):
-            break
-        insns.append(ins)
-        offset += ins.length
-        if ins.invalid or len(insns) >= max_insns:
-            break
-        if ins.flow != "next":
-            break
-        em = EMITTERS.get(ins.mnem)
-        if em is None or getattr(em, "ends_block", False):
-            break
-    return build(insns, ip, mode, namespace)
-
-
-def build(insns, start, mode, namespace):
     e = Emitter(mode)
     chunks = []
-    for ins in insns:
-        c = e.begin(ins)
-        em = None if ins.invalid else EMITTERS.get(ins.mnem)
-        if em is None:
-            detail = ("undecodable instruction bytes " + ins.raw.hex() if ins.invalid
-                      else f"instruction not implemented: {ins.text}")
-            e.raise_fault(UD, detail=detail)
-        else:
-            em(e, ins)
-        chunks.append(c)
-        if c.end is not None:
+    visited = set()
+    returns = []                         # return addresses pushed by calls in this block
+    cur = ip
+
+    def usable(target):
+        return (isinstance(target, int) and code_ip <= target < limit_ip
+                and target not in visited and target != stop_at
+                and len(chunks) < max_insns)
+
+    while True:
+        off = cur - code_ip
+        ins = decode_one(code[off:off + 15] + (b"" if truncated else bytes(15)), cur, mode.bits)
+        if ins.invalid and truncated and off + 15 > len(code) and chunks:
+            # runs into a page that cannot be fetched: end before it
+            chunks[-1].end = chunks[-1].end or ("goto", cur)
             break
+        visited.add(cur)
+        c = _emit(e, ins)
+        chunks.append(c)
+        end = c.end
+        nxt = None
+        if end is None:
+            nxt = ins.next_ip
+            if not usable(nxt):
+                break
+            c.end = ("goto", nxt)
+        elif end[0] == "jump":
+            target = end[1]
+            if ins.mnem == "CALL" and isinstance(target, int):
+                returns.append(ins.next_ip)
+            elif ins.mnem == "RET" and not isinstance(target, int) and returns:
+                expect = returns.pop()
+                if usable(expect):
+                    c.end = ("guard", target, expect)
+                    nxt = expect
+            if nxt is None and target != ip and usable(target):
+                c.end = ("goto", target)
+                nxt = target
+            if nxt is None:
+                break
+        elif end[0] == "branch" and end[2] != ip and usable(ins.next_ip):
+            c.end = ("exit_if", end[1], end[2])
+            nxt = ins.next_ip
+        else:
+            break
+        cur = nxt
     _drop_dead_flags(chunks)
-    return _assemble(chunks, start, mode, e, namespace)
+    return _assemble(chunks, ip, mode, e, namespace)
+
+
+def _emit(e, ins):
+    c = e.begin(ins)
+    em = None if ins.invalid else EMITTERS.get(ins.mnem)
+    if em is None:
+        detail = ("undecodable instruction bytes " + ins.raw.hex() if ins.invalid
+                  else f"instruction not implemented: {ins.text}")
+        e.raise_fault(UD, detail=detail)
+    else:
+        em(e, ins)
+    return c
 
 
 def _drop_dead_flags(chunks):
     live = True                                   # everything is live at block exit
     for c in reversed(chunks):
-        if c.store:
-            live = True                          # a store may end the block (SMC)
+        if c.store or (c.end is not None and c.end[0] != "goto"):
+            live = True                          # a store may end the block (SMC); an exit
         if c.flag_lines and not live:
             c.flag_lines = []
         kept = bool(c.flag_lines)
@@ -114,8 +145,8 @@ def _assemble(chunks, start, mode, e, namespace):
             body.append((indent, store_flags))
         body.append((indent, f"return {count}"))
 
-    def loop_back(indent):
-        body.append((indent, f"n += {L}"))
+    def loop_back(indent, done):
+        body.append((indent, f"n += {done}"))
         body.append((indent, f"if n + {L} <= budget: continue"))
         exit_to(indent, f"{start:#x}", "n")
 
@@ -140,10 +171,30 @@ def _assemble(chunks, start, mode, e, namespace):
                 exit_to(ind + 1, f"{ins.next_ip:#x}", count)
             if k + 1 == L:
                 exit_to(ind, f"{ins.next_ip:#x}", count)
+        elif end[0] == "goto":
+            # the block goes on at end[1] (a jump, call or fall-through it follows)
+            target = f"{end[1]:#x}"
+            if k + 1 == L:
+                exit_to(ind, target, count)
+            elif c.store:
+                body.append((ind, "if SMC[0]:"))
+                body.append((ind + 1, "SMC[0] = False"))
+                exit_to(ind + 1, target, count)
+        elif end[0] == "guard":
+            # a RET predicted to return to end[2]; anything else leaves the block
+            body.append((ind, f"if {end[1]} != {end[2]:#x}:"))
+            exit_to(ind + 1, end[1], count)
+            if k + 1 == L:
+                exit_to(ind, f"{end[2]:#x}", count)
+        elif end[0] == "exit_if":
+            body.append((ind, f"if {end[1]}:"))
+            exit_to(ind + 1, f"{end[2]:#x}", count)
+            if k + 1 == L:
+                exit_to(ind, f"{ins.next_ip:#x}", count)
         elif end[0] == "jump":
             target = end[1]
             if loops and target == start:
-                loop_back(ind)
+                loop_back(ind, k + 1)
             else:
                 tgt = f"{target:#x}" if isinstance(target, int) else target
                 exit_to(ind, tgt, count)
@@ -151,7 +202,7 @@ def _assemble(chunks, start, mode, e, namespace):
             cond, target = end[1], end[2]
             body.append((ind, f"if {cond}:"))
             if loops and target == start:
-                loop_back(ind + 1)
+                loop_back(ind + 1, k + 1)
             else:
                 tgt = f"{target:#x}" if isinstance(target, int) else target
                 exit_to(ind + 1, tgt, count)
@@ -202,7 +253,8 @@ def _assemble(chunks, start, mode, e, namespace):
     blk.fn = fn
     blk.start = start
     blk.n = L
-    blk.end_ip = insns[-1].next_ip
+    blk.end_ip = max(i.ip + i.length for i in insns)
+    blk.ips = frozenset(i.ip for i in insns)
     blk.source = source
     blk.insns = insns
     blk.loops = loops

@@ -157,7 +157,7 @@ def _launch_inputs(args):
     try:
         digest = launch_digest(image, kernel, initrd, args.append if kernel is not None else None)
     except OwnerError as exc:
-        raise OwnerError(f"firmware '{args.ovmf}': {exc}") from None
+        raise OwnerError(f"{exc} (firmware '{args.ovmf}')") from None
     inputs = [("firmware", f"{args.ovmf} ({len(image)} bytes)")]
     if kernel is not None:
         inputs += [("kernel", f"{args.kernel} ({len(kernel)} bytes)"),

@@ -46,8 +46,8 @@ def launch_digest(image, kernel=None, initrd=None, cmdline=None):
                          "measure a kernel: use an OVMF AmdSev build, or leave out the kernel")
     table = ovmf.kernel_hashes_table(bytes(kernel), bytes(initrd or b""), cmdline or "")
     if area[1] < len(table):
-        raise OwnerError(f"the firmware's kernel-hashes area is {area[1]} bytes, too small for "
-                         f"the {len(table)}-byte hashes table")
+        raise OwnerError(f"the firmware's kernel-hashes area is {area[1]} bytes, too small for the "
+                         f"{len(table)}-byte hashes table")
     digest.update(table)
     return digest.digest()
 

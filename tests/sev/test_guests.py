@@ -77,7 +77,7 @@ def owner_secret_packet(machine, keys, table):
     assert len(blob) == 48
     measure, mnonce = blob[:32], blob[32:]
     # the expected measurement: the firmware image is the only LAUNCH_UPDATE_DATA
-    digest = hashlib.sha256(machine._image).digest()
+    digest = hashlib.sha256(pathlib.Path(machine.bios_path).read_bytes()).digest()
     expected = firmware.measurement_hmac(keys["tik"], info["api-major"], info["api-minor"],
                                          info["build-id"], info["policy"], digest, mnonce)
     assert measure == expected, "the launch measurement does not match the image"
@@ -213,21 +213,41 @@ def test_sevguest_without_sev():
     assert all(e >> 32 == 0 for e in (pml4e, *pdptes, *pdes))
 
 
-def test_c_bit_tables_fault_without_sev():
-    """Without SEV the C-bit is a reserved address bit: sevguest's SEV tables would #PF.
+def test_c_bit_is_private_with_sev_and_reserved_without(keys):
+    """The walk through sevguest's tables: with SEV its C-bit marks the page private;
+    without SEV the same bit is a reserved address bit (#PF with RSVD), and the guest's
+    next fetch through such an entry faults (it has no IDT: a triple fault)."""
+    from pysev.mem.paging import ACCESS_FETCH, PF_P, PF_RSVD, PageFault, walk
 
-    The guest is run to its halt, then CR3 is pointed at a copy of its tables with
-    bit 51 set in the leaf for the code page; the next fetch must fault (no IDT:
-    a triple fault, the run stops)."""
-    m, out = make_machine(SEVGUEST)
+    m, _ = make_machine(SEVGUEST, sev_args(keys))
     assert m.run(max_insns=GUEST_INSNS) == "hlt"
+    phys, private, _ = walk(m.mem, m.cpu.cr3, 0xFFFF0000, ACCESS_FETCH, False, m.cpu.paging)
+    assert (phys, private) == (0xFFFF0000, True)
+
+    m, _ = make_machine(SEVGUEST)
+    assert m.run(max_insns=GUEST_INSNS) == "hlt"
+    phys, private, _ = walk(m.mem, m.cpu.cr3, 0xFFFF0000, ACCESS_FETCH, False, m.cpu.paging)
+    assert (phys, private) == (0xFFFF0000, False)
     pde_addr = KERNEL_PT + 0x2000 + 8 * (0xFFFF0000 >> 21)
     pde = struct.unpack("<Q", m.read_phys(pde_addr, 8))[0]
     m.write_phys(pde_addr, struct.pack("<Q", pde | 1 << 51))
+    with pytest.raises(PageFault) as info:
+        walk(m.mem, m.cpu.cr3, 0xFFFF0000, ACCESS_FETCH, False, m.cpu.paging)
+    assert info.value.error_code & (PF_P | PF_RSVD) == PF_P | PF_RSVD
     m.cpu.flush_tlb(everything=True)
-    m.cpu.halted = False
-    m.cpu.rip = 0xFFFF0000 + 0x100           # any code in the image
-    assert m.run(max_insns=10) == "triple-fault"
+    assert m.run(max_insns=10) == "triple-fault"          # resumes at the jmp after its hlt
+
+
+@pytest.mark.xfail(strict=True, reason="engine bug: MOV CR3 in long mode accepts bits between "
+                   "MAXPHYADDR and the C-bit when the C-bit is set (pysev/cpu/system.py write_cr)")
+def test_cr3_reserved_bits_below_the_c_bit_fault(keys):
+    """MOV CR3 in long mode: bits 48..50 (above MAXPHYADDR 48, below C-bit 51) are reserved."""
+    from pysev.cpu.faults import GuestFault
+
+    m, _ = make_machine(SEVGUEST, sev_args(keys))
+    assert m.run(max_insns=GUEST_INSNS) == "hlt"
+    with pytest.raises(GuestFault):
+        m.cpu.write_cr(3, KERNEL_PT | 1 << 51 | 1 << 49)
 
 
 # ---------------------------------------------------------------------------- Debian's OVMF (point 9)
@@ -283,8 +303,7 @@ def test_ovmf_under_sev(keys, reduced):
     assert pml4e == c | (OVMF_PT + 0x1000) | 0x23
     assert list(pdptes) == [c | (OVMF_PT + 0x2000 + 0x1000 * i) | 0x23 for i in range(4)]
     for i, pde in enumerate(pdes):
-        assert pde & c, f"PDE {i} lacks the C-bit"
-        assert pde & ~(0x40 | 0x20) == c | i << 21 | 0x83, f"PDE {i} = {pde:#x}"
+        assert pde == c | i << 21 | 0xE3, f"PDE {i} = {pde:#x}"       # P RW A D PS
 
 
 def test_ovmf_under_sev_cbit_47(keys):
@@ -306,7 +325,7 @@ def test_ovmf_without_sev():
     pml4e, pdptes, pdes = identity_tables(m, OVMF_PT)
     assert pml4e == (OVMF_PT + 0x1000) | 0x23
     assert all(e >> 32 == 0 for e in (pml4e, *pdptes, *pdes))
-    assert all(pde & ~0x60 == i << 21 | 0x83 for i, pde in enumerate(pdes))
+    assert list(pdes) == [i << 21 | 0xE3 for i in range(2048)]
 
 
 # ---------------------------------------------------------------------------- CPUID and SEV_STATUS (point 3)
@@ -401,7 +420,7 @@ def test_guest_cpuid_and_sev_status_with_sev(keys, probe_bios, props, cbitpos, r
     assert ebx & 0x3F == cbitpos and (ebx >> 6) & 0x3F == reduced
     assert ebx >> 12 == 0
     model = m.cpu_model
-    assert (ecx, edx) == (model.sev_guests, model.sev_min_asid) == (509, 1)
+    assert (ecx, edx) == (model.sev_guests, model.sev_min_asid)
     assert status == 1 and gp_read == 0
     assert gp_write == 1                              # SEV_STATUS is read-only
     assert status_after == 1

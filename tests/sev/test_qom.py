@@ -411,10 +411,11 @@ def test_policy_needing_a_newer_firmware_api_is_a_machine_error():
     assert "policy" in str(info.value)
 
 
-def test_sev_guest_cannot_be_the_memory_encryption_object():
-    assert machine_error("sev-guest,id=sev0") == (
-        "pysev run: -machine: memory-encryption: 'sev-guest' needs KVM on an AMD EPYC host; "
-        "pysev emulates SEV with sev-emulated")
+@pytest.mark.parametrize("type_name", ["sev-guest", "sev-snp-guest"])
+def test_kvm_types_cannot_be_the_memory_encryption_object(type_name):
+    assert machine_error(f"{type_name},id=sev0") == (
+        f"pysev run: -machine: memory-encryption: '{type_name}' needs KVM on an AMD EPYC "
+        "host; pysev emulates SEV with sev-emulated")
 
 
 def test_memory_encryption_with_an_unknown_id():
