@@ -63,13 +63,16 @@ def assert_one_line_error(proc, *fragments):
 
 def fake_bzimage():
     """Enough of a bzImage for pysev's -kernel loader: boot flag, 'HdrS' setup header
-    (protocol 2.15, LOADED_HIGH, 4 setup sectors), then a recognisable body."""
+    (protocol 2.15, LOADED_HIGH, 4 setup sectors, command line and initrd limits), then
+    a recognisable body."""
     kernel = bytearray(0x2800)
     struct.pack_into("<B", kernel, 0x1F1, 4)                 # setup_sects
     struct.pack_into("<H", kernel, 0x1FE, 0xAA55)            # boot_flag
     kernel[0x202:0x206] = b"HdrS"
     struct.pack_into("<H", kernel, 0x206, 0x020F)            # protocol 2.15
     kernel[0x211] = 0x01                                     # loadflags: LOADED_HIGH
+    struct.pack_into("<I", kernel, 0x22C, 0x37FFFFFF)        # initrd_addr_max
+    struct.pack_into("<I", kernel, 0x238, 2047)              # cmdline_size
     kernel[0xA00:] = bytes(range(256)) * 28
     return bytes(kernel)
 

@@ -56,6 +56,28 @@ def synthetic_image(size=IMAGE_SIZE, secret=(SECRET_BASE, SECRET_SIZE),
     return bytes(image)
 
 
+def fake_bzimage(setup_sects=4, payload=0x2000):
+    """A small file with a valid bzImage setup header (boot protocol 2.15), enough for
+    pysev's direct-boot loader; its protected-mode part is a recognisable pattern."""
+    image = bytearray((setup_sects + 1) * 512 + payload)
+    image[0x1F1] = setup_sects
+    struct.pack_into("<H", image, 0x1FE, 0xAA55)          # boot_flag
+    image[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", image, 0x206, 0x020F)          # protocol 2.15
+    image[0x211] = 0x01                                   # loadflags: LOADED_HIGH
+    struct.pack_into("<I", image, 0x214, 0x100000)        # code32_start
+    struct.pack_into("<I", image, 0x22C, 0x7FFFFFFF)      # initrd_addr_max
+    struct.pack_into("<I", image, 0x230, 0x200000)        # kernel_alignment
+    image[0x234] = 1                                      # relocatable_kernel
+    image[0x235] = 21                                     # min_alignment
+    struct.pack_into("<I", image, 0x238, 2047)            # cmdline_size
+    struct.pack_into("<Q", image, 0x258, 0x1000000)       # pref_address
+    struct.pack_into("<I", image, 0x260, 0x100000)        # init_size
+    start = (setup_sects + 1) * 512
+    image[start:] = bytes((i * 13 + 5) & 0xFF for i in range(payload))
+    return bytes(image)
+
+
 def write_key(path, key):
     path.write_bytes(key)
     return str(path)

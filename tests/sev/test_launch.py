@@ -17,7 +17,7 @@ from pysev.sev.firmware import (SevGuestContext, SevFirmwareError, measurement_h
 from pysev.sev.launch import MIGRATION_BLOCKER
 
 from sevimage import (OVMF, TIK, TEK, HASHES_BASE, HASHES_SIZE, SECRET_BASE, IMAGE_SIZE,
-                      synthetic_image, sev_args, le_guid, b64, sha256)
+                      synthetic_image, fake_bzimage, sev_args, le_guid, b64, sha256)
 
 # the published LAUNCH_MEASURE vector of sev-tool (SEV-FACTS.md)
 VECTOR_TIK = bytes.fromhex("66320db73158a35a255d051758e95ed4")
@@ -84,18 +84,9 @@ def image(tmp_path):
 
 @pytest.fixture
 def boot_files(tmp_path):
-    """A small fake bzImage (boot sector and setup header magic) and an initrd."""
-    kernel = bytearray(0x3000)
-    kernel[0x1FE:0x200] = b"\x55\xaa"
-    kernel[0x202:0x206] = b"HdrS"
-    kernel[0x206:0x208] = b"\x0f\x02"                # boot protocol 2.15
-    kernel[0x211] = 0x01                              # loadflags: LOADED_HIGH (a bzImage)
-    kernel[0x22C:0x230] = (0x7FFFFFFF).to_bytes(4, "little")   # initrd_addr_max
-    kernel[0x238:0x23C] = (2047).to_bytes(4, "little")         # cmdline_size
-    kernel[0x1F1] = 4                                 # setup sectors
-    kernel[0x1000:0x1010] = b"pysev test kernel"[:16]
+    """A small fake bzImage (a valid setup header, no real kernel) and an initrd."""
     kpath = tmp_path / "bzImage"
-    kpath.write_bytes(bytes(kernel))
+    kpath.write_bytes(fake_bzimage())
     ipath = tmp_path / "initrd.img"
     ipath.write_bytes(b"070701" + bytes(range(256)) * 8)
     return kpath, ipath
