@@ -238,8 +238,6 @@ def test_c_bit_is_private_with_sev_and_reserved_without(keys):
     assert m.run(max_insns=10) == "triple-fault"          # resumes at the jmp after its hlt
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: MOV CR3 in long mode accepts bits between "
-                   "MAXPHYADDR and the C-bit when the C-bit is set (pysev/cpu/system.py write_cr)")
 def test_cr3_reserved_bits_below_the_c_bit_fault(keys):
     """MOV CR3 in long mode: bits 48..50 (above MAXPHYADDR 48, below C-bit 51) are reserved."""
     from pysev.cpu.faults import GuestFault
