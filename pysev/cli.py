@@ -238,6 +238,9 @@ def cmd_run(argv):
     if opts.bios is None:
         raise CliError("pysev run: no firmware: give -bios FILE (pysev run -help lists "
                        "the options)", 2, raw=True)
+    if opts.start_paused and opts.qmp is None:
+        raise CliError("pysev run: -S needs -qmp: without a monitor nothing could start "
+                       "the paused machine", 2, raw=True)
     if opts.state_json is not None:
         try:
             open(opts.state_json, "w").close()
@@ -257,13 +260,17 @@ def cmd_run(argv):
     except pm.MachineError as exc:
         raise CliError(str(exc), 2, raw=True) from None
 
-    with machine:
+    with machine, _terminate_on_sigterm(machine.qmp_server is not None):
         exit_code = 0
         try:
             reason = machine.run()
         except KeyboardInterrupt:
             reason = machine.stop_reason = "interrupted"
             exit_code = 130
+            machine.emit_shutdown("host-signal")
+        except _Terminated:
+            reason = machine.stop_reason = "terminated"
+            machine.emit_shutdown("host-signal")   # as QEMU on SIGTERM: exit 0
         except EngineError as exc:
             reason = machine.stop_reason = "internal-error"
             machine.stop_info = str(exc)
@@ -284,6 +291,32 @@ def cmd_run(argv):
         print(f"pysev: {STOP_TEXT[reason]}: {machine.stop_info}", file=sys.stderr)
         return 1
     return exit_code
+
+
+class _Terminated(BaseException):
+    """SIGTERM while a QMP monitor is served: shut down cleanly, as QEMU does."""
+
+
+class _terminate_on_sigterm:
+    """With a QMP server, SIGTERM ends the run through _Terminated, so that the
+    clients get a SHUTDOWN event and the socket file is removed."""
+
+    def __init__(self, enabled):
+        self.enabled, self.old = enabled, None
+
+    def __enter__(self):
+        import signal
+        import threading
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            def handler(signum, frame):
+                raise _Terminated()
+            self.old = signal.signal(signal.SIGTERM, handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            import signal
+            signal.signal(signal.SIGTERM, self.old)
 
 
 STOP_TEXT = {"exception": "guest exception not delivered",

@@ -23,8 +23,11 @@ POST port 0x80; unclaimed ports read as all ones.
 import json
 import math
 import os
+import queue
 import re
 import sys
+import threading
+import time
 
 from pysev.devices import DebugCon, PortBus, Serial16550
 from pysev.devices.post import PostPort
@@ -59,7 +62,12 @@ STOP_REASONS = {
     "triple-fault": "the guest triple faulted",
     "exception": "a guest exception could not be delivered",
     "until": "reached the stop address",
+    "quit": "quit from the QMP monitor",
 }
+
+# with a QMP server, the CPU runs in slices of this many instructions so that requests
+# are served soon even in a guest loop that is one translated block
+RUN_SLICE = 20_000
 
 
 class MachineError(Exception):
@@ -264,6 +272,7 @@ _OPTIONS = {
     "d": True, "D": True, "singlestep": False, "accel": True, "smp": True, "global": True,
     "max-insns": True, "state-json": True, "h": False, "help": False,
     "object": True, "kernel": True, "initrd": True, "append": True,
+    "S": False, "qmp": True,
 }
 
 RUN_USAGE = """\
@@ -292,6 +301,9 @@ Run x86 firmware on a pysev PC (QEMU-style options).
   -D FILE               write the log to FILE instead of stderr
   --max-insns N         stop after N guest instructions
   --state-json FILE     at exit, write the CPU state and stop reason as JSON
+  -qmp unix:PATH,server=on,wait=off   serve QMP on a UNIX socket (mode 0600) while
+                        the guest runs (legacy spelling: unix:PATH,server,nowait)
+  -S                    start paused: the QMP command cont starts the guest
 """
 
 
@@ -316,6 +328,8 @@ class RunOptions:
         self.memory_encryption = None
         self.kernel = self.initrd = self.append = None
         self.help = None              # "usage", "cpu", "machine", "d" or ("object", TYPE)
+        self.start_paused = False     # -S
+        self.qmp = None               # -qmp: the socket path
 
     def machine_kwargs(self):
         return dict(bios=self.bios, memory=self.memory, cpu=self.cpu, machine=self.machine,
@@ -324,7 +338,8 @@ class RunOptions:
                     log_items=self.log_items, log=self.log_file, single_step=self.single_step,
                     max_insns=self.max_insns, state_json=self.state_json,
                     objects=self.objects, memory_encryption=self.memory_encryption,
-                    kernel=self.kernel, initrd=self.initrd, append=self.append)
+                    kernel=self.kernel, initrd=self.initrd, append=self.append,
+                    start_paused=self.start_paused, qmp=self.qmp)
 
 
 def parse_args(argv):
@@ -456,6 +471,16 @@ def _apply(opts, name, value):
         opts.max_insns = parse_int(value, "--max-insns")
     elif name == "state-json":
         opts.state_json = value
+    elif name == "S":
+        opts.start_paused = True
+    elif name == "qmp":
+        from pysev.qmp.server import parse_qmp_option
+        if opts.qmp is not None:
+            raise MachineError("-qmp: only one QMP monitor is supported")
+        try:
+            opts.qmp = parse_qmp_option(value)
+        except ValueError as exc:
+            raise MachineError(f"-qmp: {exc}") from None
 
 
 # ---- character devices -----------------------------------------------------------------------
@@ -507,20 +532,34 @@ class Machine:
         run one instruction per translated block (implied by the ``cpu`` item)
     max_insns
         the default instruction limit of :meth:`run`
+    qmp
+        a path: serve QMP on a UNIX socket there (:mod:`pysev.qmp.server`) while
+        :meth:`run` runs the guest
+    start_paused
+        ``-S``: :meth:`run` waits for the QMP command ``cont`` before the guest starts
     """
 
     def __init__(self, bios, memory=DEFAULT_RAM, cpu=DEFAULT_CPU, machine=DEFAULT_MACHINE,
                  serial="stdio", debugcon=None, debugcon_port=DEBUGCON_PORT, no_reboot=False,
                  log_items=(), log=None, single_step=False, max_insns=None, state_json=None,
-                 objects=(), memory_encryption=None, kernel=None, initrd=None, append=None):
+                 objects=(), memory_encryption=None, kernel=None, initrd=None, append=None,
+                 qmp=None, start_paused=False):
         self._files = []
         self.sev = None
         self.objects = {}
+        self._init_requests(start_paused)
         try:
             self._build(bios, memory, cpu, machine, serial, debugcon, debugcon_port,
                         no_reboot, log_items, log, single_step, max_insns, state_json)
             self._build_objects(objects, memory_encryption, image_bytes=self._image,
                                 kernel=kernel, initrd=initrd, append=append)
+            if qmp is not None:
+                from pysev.qmp.server import QMPServer
+                try:
+                    self.qmp_server = QMPServer(self, qmp)
+                except OSError as exc:
+                    raise MachineError(f"-qmp: cannot listen on '{qmp}': "
+                                       f"{exc.strerror or exc}") from None
         except BaseException:
             self.close()
             raise
@@ -685,9 +724,103 @@ class Machine:
         cpu.update_paging()
 
     def qmp(self, name, **arguments):
-        """Run a QMP command: returns its result or raises pysev.qmp.QMPError."""
+        """Run a QMP command: returns its result or raises pysev.qmp.QMPError.
+
+        Called from another thread while :meth:`run` runs, the command is queued
+        for the machine thread (see :meth:`submit`) and this call waits for it.
+        """
         from pysev.qmp import execute
+        if self._run_thread not in (None, threading.get_ident()):
+            return self.call(lambda: execute(self, name, arguments))
         return execute(self, name, arguments)
+
+    # ---- host requests: QMP commands run on the machine thread ------------------------------
+    #
+    # Other threads (the QMP server) never touch the machine: they queue requests with
+    # submit(), which also asks the CPU loop to return soon.  run() serves the queue between
+    # translated blocks (and, with a QMP server, at least every RUN_SLICE instructions), and
+    # while the machine is paused or halted it waits on the queue.
+
+    def _init_requests(self, start_paused):
+        self._requests = queue.SimpleQueue()
+        self._run_thread = None             # the thread inside run(), if any
+        self._stop_asked = False            # stop() was called (not a request poke)
+        self.run_state = "prelaunch" if start_paused else "running"   # QEMU's RunState
+        self.halted = False                 # the guest ran HLT and waits (with a QMP server)
+        self.quit_requested = False
+        self.qmp_server = None
+        self.event_listeners = []           # callables taking an event dict
+        self._shutdown_sent = False
+        self.thread_id = threading.get_native_id()
+
+    def submit(self, fn, done=None):
+        """Queue fn() to run on the machine thread; then done(result, exception).
+
+        Safe from any thread.  The request runs at the next block boundary of a
+        running :meth:`run` (or when the next one starts).
+        """
+        self._requests.put((fn, done))
+        cpu = getattr(self, "cpu", None)
+        if cpu is not None:
+            cpu.stop_requested = cpu.exit_request = True      # a poke: see run()
+
+    def call(self, fn, timeout=None):
+        """submit() fn and wait for its result (re-raising its exception)."""
+        finished = threading.Event()
+        box = []
+
+        def done(result, exc):
+            box.append((result, exc))
+            finished.set()
+        self.submit(fn, done)
+        if not finished.wait(timeout):
+            raise TimeoutError("the machine did not serve the request in time")
+        result, exc = box[0]
+        if exc is not None:
+            raise exc
+        return result
+
+    def _serve_requests(self):
+        """Run the queued requests; while paused or halted, wait for more.
+        Returns False when the run must end (quit)."""
+        while not self.quit_requested:
+            wait = self.run_state != "running" or self.halted
+            try:
+                fn, done = self._requests.get(block=wait, timeout=0.25 if wait else None)
+            except queue.Empty:
+                if wait:
+                    continue
+                return True
+            try:
+                result, exc = fn(), None
+            except Exception as error:          # a failing request never stops the guest
+                result, exc = None, error
+            if done is not None:
+                try:
+                    done(result, exc)
+                except Exception:
+                    pass
+        return False
+
+    def emit_event(self, name, data=None):
+        """Send a QMP event (STOP, RESUME, RESET, SHUTDOWN ...) to the listeners."""
+        now = time.time()
+        seconds = int(now)
+        event = {"timestamp": {"seconds": seconds, "microseconds": int((now - seconds) * 1e6)},
+                 "event": name}
+        if data is not None:
+            event["data"] = data
+        for listener in list(self.event_listeners):
+            try:
+                listener(event)
+            except Exception:
+                pass
+
+    def emit_shutdown(self, reason, guest=False):
+        """The SHUTDOWN event, once per machine."""
+        if not self._shutdown_sent:
+            self._shutdown_sent = True
+            self.emit_event("SHUTDOWN", {"guest": guest, "reason": reason})
 
     def query_sev(self):
         """QMP query-sev: SevInfo, or enabled false without SEV."""
@@ -804,6 +937,12 @@ class Machine:
         "stop" (:meth:`stop`), "triple-fault" (only with no_reboot: otherwise
         a triple fault resets the machine and the run goes on) and "exception"
         (a guest exception the CPU did not deliver; see :attr:`stop_info`).
+
+        Host requests (QMP commands, :meth:`submit`) are served between
+        translated blocks; while the machine is paused (``-S``, ``stop``) the run
+        waits for them.  With a QMP server the guest's HLT does not end the run
+        (the halted CPU waits, as in QEMU) and the QMP command ``quit`` ends it
+        with reason "quit".
         """
         from pysev.cpu import GuestFault
 
@@ -814,33 +953,52 @@ class Machine:
         if max_insns is None:
             max_insns = self.max_insns
         cpu = self.cpu
-        if self.sev is not None:
+        if self.sev is not None and self.run_state == "running":
             self.sev.vm_running()           # LAUNCH_FINISH on the first transition to running
         start = cpu.icount
         hook = self.tracer.step if self.tracer.single_step else None
         self.stop_info = None
-        while True:
-            left = math.inf if max_insns is None else max_insns - (cpu.icount - start)
-            if left <= 0:
-                reason = "count"
-                break
-            try:
-                reason = cpu.run(left, None, hook)
-            except TripleFault as exc:
-                reason = "triple-fault"
-                cpu.triple_fault_info = getattr(cpu, "triple_fault_info", None) or str(exc)
-            except GuestFault as fault:
-                reason = "exception"
-                self.stop_info = (f"{fault} at {cpu.seg_sel[1]:04x}:{cpu.rip:x}")
-                break
-            if reason == "triple-fault":
-                self.triple_faults += 1
-                self.stop_info = getattr(cpu, "triple_fault_info", None)
-                if self.no_reboot:
+        self._stop_asked = False
+        serving = self.qmp_server is not None
+        self._run_thread = threading.get_ident()
+        self.thread_id = threading.get_native_id()
+        try:
+            while True:
+                if not self._serve_requests():
+                    reason = "quit"
                     break
-                self.reset()
-                continue
-            break
+                left = math.inf if max_insns is None else max_insns - (cpu.icount - start)
+                if left <= 0:
+                    reason = "count"
+                    break
+                try:
+                    reason = cpu.run(min(left, RUN_SLICE) if serving else left, None, hook)
+                except TripleFault as exc:
+                    reason = "triple-fault"
+                    cpu.triple_fault_info = getattr(cpu, "triple_fault_info", None) or str(exc)
+                except GuestFault as fault:
+                    reason = "exception"
+                    self.stop_info = (f"{fault} at {cpu.seg_sel[1]:04x}:{cpu.rip:x}")
+                    break
+                if reason == "triple-fault":
+                    self.triple_faults += 1
+                    self.stop_info = getattr(cpu, "triple_fault_info", None)
+                    if self.no_reboot:
+                        self.emit_shutdown("guest-reset", guest=True)
+                        break
+                    self.reset()
+                    self.emit_event("RESET", {"guest": True, "reason": "guest-reset"})
+                    continue
+                if reason == "stop" and not self._stop_asked:
+                    continue                # a request poke (submit): serve it, go on
+                if reason == "count" and serving:
+                    continue                # the end of a slice; the limit is checked above
+                if reason == "hlt" and serving:
+                    self.halted = True      # as QEMU: the halted guest waits, QMP goes on
+                    continue
+                break
+        finally:
+            self._run_thread = None
         self.tracer.flush()
         self.stop_reason = reason
         return reason
@@ -849,12 +1007,14 @@ class Machine:
         """Ask a running :meth:`run` to return with reason "stop" (from a device or
         hook): at the end of the current translated block, which is after the
         current instruction when single-stepping."""
+        self._stop_asked = True
         self.cpu.stop_requested = self.cpu.exit_request = True
 
     def reset(self):
         """A machine reset: the CPU and the UARTs return to their reset state;
         RAM keeps its contents (as in QEMU), the POST port its history."""
         self.cpu.reset()
+        self.halted = False
         for uart in self.serials:
             uart.reset()
         self.resets += 1
@@ -908,7 +1068,12 @@ class Machine:
 
     # ---- cleanup ----------------------------------------------------------------------------
     def close(self):
-        """Close the files the machine opened (serial and debug console files, the log)."""
+        """Stop the QMP server (after a SHUTDOWN event) and close the files the
+        machine opened (serial and debug console files, the log)."""
+        server, self.qmp_server = getattr(self, "qmp_server", None), None
+        if server is not None:
+            self.emit_shutdown("host-error")      # unless quit or the guest ended the run
+            server.close()
         for f in self._files:
             try:
                 f.close()

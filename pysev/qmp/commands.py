@@ -23,8 +23,8 @@ class QMPError(Exception):
 
 # name -> (function, {argument: (type, required)})
 COMMANDS = {}
-_TYPES = {"str": str, "int": int, "bool": bool}
-_TYPE_NAMES = {"str": "string", "int": "integer", "bool": "boolean"}
+_TYPES = {"str": str, "int": int, "bool": bool, "list": list}
+_TYPE_NAMES = {"str": "string", "int": "integer", "bool": "boolean", "list": "array"}
 
 
 def command(name, **schema):
@@ -107,22 +107,306 @@ def qmp_query_sev_attestation_report(machine, mnonce):
     raise QMPError("query-sev-attestation-report is not supported by sev-emulated yet")
 
 
+# ---- the run state: cont, stop, system_reset, quit ------------------------------------------
+#
+# These run on the machine thread (the QMP server queues them there); the events they emit
+# reach the clients before the command's return, as in QEMU.
+
+_NEEDS_RESET = ("shutdown", "internal-error", "guest-panicked")
+
+
 @command("cont")
 def qmp_cont(machine):
+    state = getattr(machine, "run_state", "running")
+    if state in _NEEDS_RESET:
+        raise QMPError("Resetting the Virtual Machine is required")
     if machine.sev is not None:
-        machine.sev.vm_running()               # LAUNCH_FINISH
-    machine.paused = False
+        machine.sev.vm_running()               # LAUNCH_FINISH on the first transition
+    if state != "running":
+        machine.run_state = "running"
+        machine.emit_event("RESUME")
     return {}
 
 
 @command("stop")
 def qmp_stop(machine):
-    machine.paused = True
+    if getattr(machine, "run_state", "running") == "running":
+        machine.run_state = "paused"
+        machine.emit_event("STOP")
     return {}
 
 
 @command("query-status")
 def qmp_query_status(machine):
-    paused = getattr(machine, "paused", False)
-    return {"running": not paused, "singlestep": False,
-            "status": "paused" if paused else "running"}
+    state = getattr(machine, "run_state", "running")
+    return {"status": state, "singlestep": False, "running": state == "running"}
+
+
+@command("system_reset")
+def qmp_system_reset(machine):
+    machine.reset()
+    machine.emit_event("RESET", {"guest": False, "reason": "host-qmp-system-reset"})
+    if machine.run_state != "running":
+        machine.run_state = "prelaunch"        # as QEMU after a reset of a stopped machine
+    return {}
+
+
+@command("quit")
+def qmp_quit(machine):
+    machine.quit_requested = True              # Machine.run ends with reason "quit"
+    machine.emit_shutdown("host-qmp-quit")
+    machine.run_state = "shutdown"
+    return {}
+
+
+# ---- the monitor itself ---------------------------------------------------------------------
+
+QEMU_VERSION = (7, 2, 0)                       # the QEMU whose behaviour pysev follows
+
+
+def greeting_version():
+    """VersionInfo: the QEMU version pysev models and the pysev package."""
+    from pysev import __version__
+    major, minor, micro = QEMU_VERSION
+    return {"qemu": {"micro": micro, "minor": minor, "major": major},
+            "package": f"pysev {__version__}"}
+
+
+@command("qmp_capabilities", enable=("list", False))
+def qmp_qmp_capabilities(machine, enable=None):
+    # the server negotiates per connection; called directly there is nothing to do
+    if enable:
+        raise QMPError(f"Capability '{enable[0]}' not available")
+    return {}
+
+
+@command("query-version")
+def qmp_query_version(machine):
+    return greeting_version()
+
+
+@command("query-commands")
+def qmp_query_commands(machine):
+    return [{"name": name} for name in COMMANDS]
+
+
+@command("query-kvm")
+def qmp_query_kvm(machine):
+    return {"enabled": False, "present": False}
+
+
+@command("query-target")
+def qmp_query_target(machine):
+    return {"arch": "x86_64"}
+
+
+@command("query-cpus-fast")
+def qmp_query_cpus_fast(machine):
+    return [{"thread-id": getattr(machine, "thread_id", 0),
+             "props": {"core-id": 0, "thread-id": 0, "socket-id": 0},
+             "qom-path": CPU_PATH, "cpu-index": 0, "target": "x86_64"}]
+
+
+# ---- QOM: qom-list, qom-get -----------------------------------------------------------------
+
+CPU_PATH = "/machine/unattached/device[0]"
+_QOM_TYPE_NAMES = {"str": "string", "bool": "bool", "uint32": "uint32", "uint64": "uint64",
+                   "OnOffAuto": "OnOffAuto"}
+_QOM_EMPTY = {"str": "", "bool": False, "uint32": 0, "uint64": 0, "OnOffAuto": "auto"}
+
+
+def _machine_qom_type(machine):
+    kind = "q35" if machine.machine_type == "q35" else "i440fx"
+    major, minor, _ = QEMU_VERSION
+    return f"pc-{kind}-{major}.{minor}-machine"
+
+
+def _qom_tree(machine):
+    """path -> (type name, [(property, type, getter)]) for the objects pysev has."""
+    tree = {}
+
+    def child(path, name, type_name):
+        return (name, f"child<{type_name}>", lambda: path)
+
+    objects = getattr(machine, "objects", {})
+    enc = machine.sev.obj if machine.sev is not None else None
+    mtype = _machine_qom_type(machine)
+    cpu_type = f"{machine.cpu_model_name}-x86_64-cpu"
+    tree["/"] = ("container", [child("/objects", "objects", "container"),
+                               child("/machine", "machine", mtype)])
+    tree["/objects"] = ("container", [child(f"/objects/{oid}", oid, obj.type_name)
+                                      for oid, obj in objects.items()])
+    for oid, obj in objects.items():
+        tree[f"/objects/{oid}"] = (obj.type_name, [
+            (name, _QOM_TYPE_NAMES.get(prop.type, prop.type),
+             (lambda obj=obj, name=name, prop=prop: _object_prop(machine, obj, name, prop)))
+            for name, prop in sorted(obj.all_properties().items())])
+    enc_id = enc.id if enc is not None else ""
+    tree["/machine"] = (mtype, [
+        child("/machine/unattached", "unattached", "container"),
+        ("memory-encryption", "string", lambda: enc_id),
+        ("confidential-guest-support", "link<confidential-guest-support>",
+         lambda: f"/objects/{enc_id}" if enc_id else ""),
+        ("firmware", "string", lambda: getattr(machine, "bios_path", None) or ""),
+    ])
+    tree["/machine/unattached"] = ("container", [child(CPU_PATH, "device[0]", cpu_type)])
+    tree[CPU_PATH] = (cpu_type, [])
+    return tree
+
+
+def _object_prop(machine, obj, name, prop):
+    """A property's value as qom-get shows it: never key bytes (tik/tek are file paths)."""
+    value = obj.get(name)
+    if value is None and machine.sev is not None and machine.sev.obj is obj:
+        if name == "cbitpos":
+            value = machine.sev.cbitpos
+        elif name == "reduced-phys-bits":
+            value = machine.sev.reduced_phys_bits
+    if value is None:
+        value = _QOM_EMPTY.get(prop.type, "")
+    return value
+
+
+def _qom_resolve(machine, path):
+    tree = _qom_tree(machine)
+    if path.startswith("/"):
+        key = path.rstrip("/") or "/"
+        if key in tree:
+            return key, tree[key]
+    elif path:
+        found = [p for p in tree if p.endswith("/" + path)]
+        if len(found) == 1:
+            return found[0], tree[found[0]]
+        if len(found) > 1:
+            raise QMPError(f"Path '{path}' is ambiguous")
+    raise QMPError(f"Device '{path}' not found", "DeviceNotFound")
+
+
+@command("qom-list", path=("str", True))
+def qmp_qom_list(machine, path):
+    _key, (type_name, props) = _qom_resolve(machine, path)
+    return [{"name": "type", "type": "string"}] + [
+        {"name": name, "type": ptype} for name, ptype, _get in props]
+
+
+@command("qom-get", path=("str", True), property=("str", True))
+def qmp_qom_get(machine, path, property):
+    _key, (type_name, props) = _qom_resolve(machine, path)
+    if property == "type":
+        return type_name
+    for name, _ptype, get in props:
+        if name == property:
+            return get()
+    raise QMPError(f"Property '{type_name}.{property}' not found")
+
+
+# ---- memory: pmemsave, memsave --------------------------------------------------------------
+
+_CHUNK = 64 * 1024
+_U64 = (1 << 64) - 1
+
+
+def _check_u64(name, value):
+    if not 0 <= value <= _U64:
+        raise QMPError(f"Parameter '{name}' expects uint64")
+
+
+def _write_file(filename, pieces):
+    try:
+        f = open(filename, "wb")
+    except OSError as exc:
+        raise QMPError(f"Could not open '{filename}': {exc.strerror}") from None
+    try:
+        with f:
+            for data in pieces:
+                f.write(data)
+    except OSError:
+        raise QMPError("An IO error has occurred") from None
+
+
+@command("pmemsave", val=("int", True), size=("int", True), filename=("str", True))
+def qmp_pmemsave(machine, val, size, filename):
+    _check_u64("val", val)
+    _check_u64("size", size)
+
+    def pieces():
+        addr, left = val, size
+        while left:
+            n = min(left, _CHUNK)
+            yield machine.read_phys(addr & _U64, n)
+            addr, left = addr + n, left - n
+    _write_file(filename, pieces())
+    return {}
+
+
+class _NoWrites:
+    """Guest memory for a debug page walk: reads pass, accessed/dirty updates do not."""
+
+    def __init__(self, mem):
+        self.mem = mem
+
+    def read(self, addr, size):
+        return self.mem.read(addr, size)
+
+    def write(self, addr, size, value):
+        pass
+
+
+def debug_translate(machine, linear):
+    """The physical address of a linear (virtual) address as the CPU maps it now,
+    or None; the walk sets no accessed or dirty bits."""
+    from pysev.mem.paging import ACCESS_READ, PageFault, walk
+    cpu = machine.cpu
+    cfg = getattr(cpu, "paging", None)
+    if cfg is None or not cfg.levels:
+        return linear & 0xFFFFFFFF
+    try:
+        phys, _private, _global = walk(_NoWrites(machine.mem), cpu.cr3, linear, ACCESS_READ,
+                                       False, cfg, ac=True)
+    except PageFault:
+        return None
+    return phys
+
+
+def read_virtual(machine, linear, size):
+    """Bytes at a linear address, page by page; None when a page is not mapped."""
+    out = bytearray()
+    while size:
+        n = min(size, 0x1000 - (linear & 0xFFF))
+        phys = debug_translate(machine, linear & _U64)
+        if phys is None:
+            return None
+        out += machine.read_phys(phys, n)
+        linear, size = linear + n, size - n
+    return bytes(out)
+
+
+@command("memsave", val=("int", True), size=("int", True), filename=("str", True),
+         **{"cpu-index": ("int", False)})
+def qmp_memsave(machine, val, size, filename, cpu_index=0):
+    _check_u64("val", val)
+    _check_u64("size", size)
+    if cpu_index != 0:
+        raise QMPError("Parameter 'cpu-index' expects a CPU number")
+
+    def pieces():
+        addr, left = val, size
+        while left:
+            n = min(left, _CHUNK)
+            piece = read_virtual(machine, addr & _U64, n)
+            if piece is None:                   # QEMU too leaves what was written
+                raise QMPError(f"Invalid addr 0x{val:016x}/size {size} specified")
+            yield piece
+            addr, left = addr + n, left - n
+    _write_file(filename, pieces())
+    return {}
+
+
+# ---- human-monitor-command --------------------------------------------------------------------
+
+@command("human-monitor-command", **{"command-line": ("str", True), "cpu-index": ("int", False)})
+def qmp_human_monitor_command(machine, command_line, cpu_index=0):
+    from .hmp import run_hmp
+    if cpu_index != 0:
+        raise QMPError("Parameter 'cpu-index' expects a CPU number")
+    return run_hmp(machine, command_line)

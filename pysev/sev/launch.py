@@ -23,6 +23,14 @@ API_MAJOR, API_MINOR, BUILD_ID = 1, 55, 0
 MIGRATION_BLOCKER = "SEV: Migration is not implemented"
 
 
+def _b64(text):
+    """Strict base64 decoding; None (like an empty result) when it is not base64."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        return None
+
+
 class SevError(Exception):
     """A launch or QMP-level error; the message is the one the user sees."""
 
@@ -67,17 +75,24 @@ class SevLaunch:
         """LAUNCH_START and the measured updates, at machine creation."""
         tik, tek = self.obj.transport_keys()
         handle = self.obj.get("handle") or 1
-        self.ctx.launch_start(self.obj.get("policy"), tik, tek, handle)
+        try:
+            self.ctx.launch_start(self.obj.get("policy"), tik, tek, handle)
+        except SevFirmwareError as exc:
+            raise SevError(f"sev_launch_start: LAUNCH_START failed: {exc}") from None
         self.ctx.launch_update_data(self.image, self.image_base)
         if self.obj.get("kernel-hashes") and self.kernel is not None:
-            area = ovmf.hashes_area(self.image)
-            if area is None:
+            entries = ovmf.parse_guid_table(self.image)
+            if ovmf.HASHES_AREA_GUID not in entries:
                 raise SevError("SEV: kernel specified but guest firmware has no hashes table GUID")
-            base, size = area
             table = ovmf.kernel_hashes_table(self.kernel, self.initrd or b"", self.cmdline or "")
+            area = ovmf.hashes_area(self.image)
+            base, size = area if area is not None else (0, 0)
             if size < len(table):
-                raise SevError(f"SEV: guest firmware hashes table area is too small "
-                               f"({size} bytes, {len(table)} needed)")
+                raise SevError(f"SEV: guest firmware hashes table area is invalid "
+                               f"(base={base:#x} size={size:#x})")
+            region = self.mem.region_at(base)
+            if region is None or region.kind != "ram" or base + len(table) > region.end:
+                raise SevError("SEV: cannot map hashes table guest memory area")
             self.mem.load(base, table)
             self.ctx.launch_update_data(table, base)
         self._started = True
@@ -111,14 +126,12 @@ class SevLaunch:
         """sev-inject-launch-secret: verify, decrypt, write; nothing is written on failure."""
         if self.ctx.state != LSECRET:
             raise SevError(f"SEV: Not in correct state. (LSECRET) {self.ctx.state:x}")
-        try:
-            header = base64.b64decode(packet_header, validate=True)
-        except (binascii.Error, ValueError, TypeError):
-            raise SevError("SEV: Failed to decode sequence header") from None
-        try:
-            data = base64.b64decode(secret, validate=True)
-        except (binascii.Error, ValueError, TypeError):
-            raise SevError("SEV: Failed to decode data") from None
+        header = _b64(packet_header)
+        if not header:
+            raise SevError("SEV: Failed to decode sequence header")
+        data = _b64(secret)
+        if not data:
+            raise SevError("SEV: Failed to decode data")
         if gpa is None:
             area = ovmf.secret_area(self.image)
             if area is None:

@@ -16,7 +16,7 @@ from pysev.qmp import QMPError
 from pysev.sev import ovmf
 from pysev.sev.firmware import aes_ctr, secret_mac
 
-from sevimage import OVMF, TIK, TEK, SECRET_BASE, SECRET_SIZE, synthetic_image, sev_args, b64
+from sevimage import TIK, TEK, SECRET_BASE, SECRET_SIZE, synthetic_image, sev_args, b64
 
 RAM_SIZE = 16 << 20
 GPA = 0x200000                      # plain RAM, below the synthetic image's areas
