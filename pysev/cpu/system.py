@@ -281,25 +281,32 @@ class SystemMixin:
     def far_jmp(self, sel, ip, size):
         sel &= 0xFFFF
         if not self.cr0 & CR0_PE or self.eflags_rest & VM:
-            self.seg_sel[CS] = sel
-            self.seg_base[CS] = sel << 4
-            self.rip = ip & ((1 << (8 * size)) - 1)
-            self.update_mode()
+            self._real_mode_transfer(sel, ip, size)
             return
         lo, hi, addr = self._code_descriptor(sel)
         if hi & A_S:
-            self._check_code(sel, lo, hi)
-            ip = self._ip_in_limit(ip, lo, hi, size)
-            self.set_accessed(addr, hi)
-            self.load_cs(sel, lo, hi, self.cpl)
-            self.rip = ip
-            self.update_mode()
+            self._direct_transfer(sel, ip, size, lo, hi, addr)
             return
         gate = self._call_gate(sel, lo, hi, addr)
         tsel, tip, tlo, thi = gate
         self._check_code(tsel if (thi >> 8) & 4 else (tsel & 0xFFFC) | self.cpl, tlo, thi)
         self.load_cs(tsel, tlo, thi, self.cpl)
         self.rip = self._ip_in_limit(tip, tlo, thi, size)
+        self.update_mode()
+
+    def _real_mode_transfer(self, sel, ip, size):
+        self.seg_sel[CS] = sel
+        self.seg_base[CS] = sel << 4
+        self.rip = ip & ((1 << (8 * size)) - 1)
+        self.update_mode()
+
+    def _direct_transfer(self, sel, ip, size, lo, hi, addr):
+        """JMP/CALL straight to a code segment (checks done by the caller for CALL)."""
+        self._check_code(sel, lo, hi)
+        ip = self._ip_in_limit(ip, lo, hi, size)
+        self.set_accessed(addr, hi)
+        self.load_cs(sel, lo, hi, self.cpl)
+        self.rip = ip
         self.update_mode()
 
     def _call_gate(self, sel, lo, hi, addr):
@@ -345,26 +352,20 @@ class SystemMixin:
     def far_call(self, sel, ip, size, next_ip):
         sel &= 0xFFFF
         old_cs = self.seg_sel[CS]
-        if not self.cr0 & CR0_PE or self.eflags_rest & VM:
+        real = not self.cr0 & CR0_PE or self.eflags_rest & VM
+        if not real:
+            lo, hi, addr = self._code_descriptor(sel)
+            if hi & A_S:
+                self._check_code(sel, lo, hi)
+                ip = self._ip_in_limit(ip, lo, hi, size)
+        if real or hi & A_S:
             sp = self._push_list(self.stack_pointer(), self.mode.stack, self.seg_base[SS],
                                  (old_cs, next_ip), size)
             self.set_sp(sp)
-            self.seg_sel[CS] = sel
-            self.seg_base[CS] = sel << 4
-            self.rip = ip & ((1 << (8 * size)) - 1)
-            self.update_mode()
-            return
-        lo, hi, addr = self._code_descriptor(sel)
-        if hi & A_S:
-            self._check_code(sel, lo, hi)
-            ip = self._ip_in_limit(ip, lo, hi, size)
-            sp = self._push_list(self.stack_pointer(), self.mode.stack, self.seg_base[SS],
-                                 (old_cs, next_ip), size)
-            self.set_accessed(addr, hi)
-            self.set_sp(sp)
-            self.load_cs(sel, lo, hi, self.cpl)
-            self.rip = ip
-            self.update_mode()
+            if real:
+                self._real_mode_transfer(sel, ip, size)
+            else:
+                self._direct_transfer(sel, ip, size, lo, hi, addr)
             return
         tsel, tip, tlo, thi = self._call_gate(sel, lo, hi, addr)
         gate_size = 8 if self.efer & EFER_LMA else (4 if (hi >> 8) & 0xF == 0xC else 2)

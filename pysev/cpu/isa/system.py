@@ -215,40 +215,37 @@ def _far_size(ins):
     return 4
 
 
+def _far_target(e, ins):
+    """(selector, offset, size) expressions of a far JMP/CALL, or None for near forms."""
+    op = ins.ops[0]
+    if not (op.kind == "far" or (op.kind == "mem" and "_M16" in ins.form)):
+        return None
+    size = _far_size(ins)
+    if op.kind == "far":
+        return f"{op.selector:#x}", f"{op.offset:#x}", size
+    a = e.addr(op)
+    off = e.load(size, a)
+    return e.load(2, f"({a} + {size}) & {e.mode.lmask:#x}"), off, size
+
+
 @emits("JMP")
 def jmp(e, ins):
     from .branch import jmp as near_jmp
-    op = ins.ops[0]
-    if op.kind == "far" or (op.kind == "mem" and "_M16" in ins.form):
-        size = _far_size(ins)
-        if op.kind == "far":
-            sel, off = f"{op.selector:#x}", f"{op.offset:#x}"
-        else:
-            a = e.addr(op)
-            off = e.load(size, a)
-            sel = e.load(2, f"({a} + {size}) & {e.mode.lmask:#x}")
-        _state_changing_call(e, "far_jmp", sel, off, size)
-        _helper_end(e, ins)
-        return
-    near_jmp(e, ins)
+    far = _far_target(e, ins)
+    if far is None:
+        return near_jmp(e, ins)
+    _state_changing_call(e, "far_jmp", *far)
+    _helper_end(e, ins)
 
 
 @emits("CALL")
 def call(e, ins):
     from .branch import call as near_call
-    op = ins.ops[0]
-    if op.kind == "far" or (op.kind == "mem" and "_M16" in ins.form):
-        size = _far_size(ins)
-        if op.kind == "far":
-            sel, off = f"{op.selector:#x}", f"{op.offset:#x}"
-        else:
-            a = e.addr(op)
-            off = e.load(size, a)
-            sel = e.load(2, f"({a} + {size}) & {e.mode.lmask:#x}")
-        _state_changing_call(e, "far_call", sel, off, size, f"{ins.next_ip:#x}")
-        _helper_end(e, ins)
-        return
-    near_call(e, ins)
+    far = _far_target(e, ins)
+    if far is None:
+        return near_call(e, ins)
+    _state_changing_call(e, "far_call", *far, f"{ins.next_ip:#x}")
+    _helper_end(e, ins)
 
 
 @emits("RETF")
