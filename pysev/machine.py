@@ -17,7 +17,8 @@ The memory map follows QEMU's ``q35`` and ``pc`` machines with ``-bios``:
 
 Ports: a 16550 UART per ``-serial`` (COM1 0x3F8, COM2 0x2F8, COM3 0x3E8,
 COM4 0x2E8), the debug console with ``-debugcon`` (port 0x402, OVMF's), the
-POST port 0x80; unclaimed ports read as all ones.
+POST port 0x80, fw_cfg (0x510/0x511, DMA at 0x514); unclaimed ports read as
+all ones.
 """
 
 import json
@@ -284,7 +285,8 @@ Run x86 firmware on a pysev PC (QEMU-style options).
   -object TYPE,id=ID,...   create an object, e.g. sev-emulated (-object TYPE,help lists
                         its properties)
   -machine ...,memory-encryption=ID   run the guest with SEV, configured by object ID
-  -kernel FILE, -initrd FILE, -append CMDLINE   direct kernel boot inputs (measured
+  -kernel FILE, -initrd FILE, -append CMDLINE   direct kernel boot (Linux boot
+                        protocol, handed to the firmware through fw_cfg; measured
                         with kernel-hashes=on)
   -m SIZE               RAM size, MiB or with a K/M/G suffix (default 128M)
   -cpu MODEL            CPU model (default EPYC-Milan); -cpu help lists them
@@ -1017,6 +1019,8 @@ class Machine:
         self.halted = False
         for uart in self.serials:
             uart.reset()
+        if getattr(self, "fw_cfg", None) is not None:
+            self.fw_cfg.reset()             # the selector goes back to the signature
         self.resets += 1
         self.tracer.log_reset()
 

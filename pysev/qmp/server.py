@@ -458,8 +458,14 @@ class QMPServer:
                 except (Exception, asyncio.TimeoutError):
                     pass
             client.closed = True
-            client.writer.close()                # its reader sees the end and returns
+            transport = client.writer.transport
+            if transport.get_write_buffer_size():
+                transport.abort()                # it does not read: do not wait for it
+            else:
+                client.writer.close()            # its reader sees the end and returns
         tasks = [c.task for c in clients if c.task is not None and not c.task.done()]
+        for task in tasks:
+            task.cancel()                        # one may wait for a command: it ends too
         if tasks:
             await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
 

@@ -298,7 +298,10 @@ def test_subprocess_legacy_client_and_sigterm(workdir):
         ev = mon.pull_event(wait=10)
         assert ev["event"] == "SHUTDOWN"
         assert ev["data"] == {"guest": False, "reason": "host-signal"}
-        mon.close()
+        try:
+            mon.close()
+        except EOFError:                                   # pysev closed first (so does QEMU)
+            pass
         proc.communicate(timeout=15)
         assert proc.returncode == 0
         assert not os.path.exists(path)
@@ -358,7 +361,8 @@ def test_in_process_run_returns_quit(workdir):
 
 MALFORMED = [
     # input, expected reply
-    (b"foo\n", {"error": {"class": "GenericError", "desc": "JSON parse error, invalid keyword 'foo'"}}),
+    (b"foo\n", {"error": {"class": "GenericError",
+                         "desc": "JSON parse error, invalid keyword 'foo'"}}),
     (b"42\n", {"error": {"class": "GenericError", "desc": "QMP input must be a JSON object"}}),
     (b'"str"', {"error": {"class": "GenericError", "desc": "QMP input must be a JSON object"}}),
     (b"[1, 2]", {"error": {"class": "GenericError", "desc": "QMP input must be a JSON object"}}),
@@ -371,7 +375,8 @@ MALFORMED = [
     (b'{"execute": 1}',
      {"error": {"class": "GenericError", "desc": "QMP input member 'execute' must be a string"}}),
     (b'{"execute": "query-status", "arguments": []}',
-     {"error": {"class": "GenericError", "desc": "QMP input member 'arguments' must be an object"}}),
+     {"error": {"class": "GenericError",
+                "desc": "QMP input member 'arguments' must be an object"}}),
     (b'{"execute": "nosuch", "id": [1]}',
      {"id": [1], "error": {"class": "CommandNotFound",
                            "desc": "The command nosuch has not been found"}}),
@@ -496,8 +501,9 @@ def test_hmp(running):
     assert hmp("xp /2xw 0xfffff000") == "00000000fffff000: 0xd88ec031 0xbe03f8ba\r\n"
     assert hmp("xp /1xh 0xfffff000") == "00000000fffff000: 0xc031\r\n"
     assert hmp("xp 0xfffff000") == "00000000fffff000: 0xc031\r\n"    # the last size stays
-    assert hmp("xp /3g 0xfffffff0") == ("00000000fffffff0: 0x000000f000f000ea 0x0000000000000000\r\n"
-                                        "0000000100000000: 0xffffffffffffffff\r\n")
+    assert hmp("xp /3g 0xfffffff0") == (
+        "00000000fffffff0: 0x000000f000f000ea 0x0000000000000000\r\n"
+        "0000000100000000: 0xffffffffffffffff\r\n")
     assert hmp("xp /10b 0xfffffff0") == (
         "00000000fffffff0: 0xea 0x00 0xf0 0x00 0xf0 0x00 0x00 0x00\r\n"
         "00000000fffffff8: 0x00 0x00\r\n")
@@ -506,8 +512,9 @@ def test_hmp(running):
     assert hmp("x /2xw 0xfffff000") == "00000000fffff000: 0xd88ec031 0xbe03f8ba\r\n"
     assert hmp("xp /2i 0xfffff000").startswith("0xfffff000:  31 c0 ")
     assert hmp("xp") == 'unexpected end of expression\r\nTry "help xp" for more information\r\n'
-    assert hmp("xp /2q 0") == "invalid char in format: 'q'\r\nTry \"help xp\" for more information\r\n"
-    assert hmp("xp /2x foo") == "invalid char 'f' in expression\r\nTry \"help xp\" for more information\r\n"
+    hint = 'Try "help xp" for more information\r\n'
+    assert hmp("xp /2q 0") == "invalid char in format: 'q'\r\n" + hint
+    assert hmp("xp /2x foo") == "invalid char 'f' in expression\r\n" + hint
     assert hmp("xp /2x 0x100 junk") == (
         "xp: extraneous characters at the end of line\r\nTry \"help xp\" for more information\r\n")
     assert hmp("foo bar") == "unknown command: 'foo'\r\n"
@@ -665,3 +672,51 @@ def test_cli_option_errors(workdir):
         Machine.from_args(["-bios", bios, "-qmp", f"unix:{bios},server=on,wait=off"])
     assert "cannot listen" in str(err.value)
     assert os.path.getsize(bios) == 0x1000
+
+
+def test_many_clients_at_once(running):
+    """Legacy synchronous clients in threads, all at once, while the guest runs."""
+    setup = QEMUMonitorProtocol(running.path)
+    setup.connect()
+    setup.cmd("cont")
+    errors = []
+
+    def worker(n):
+        try:
+            mon = QEMUMonitorProtocol(running.path)
+            mon.connect()
+            for i in range(20):
+                resp = mon.cmd_obj({"execute": "query-status", "id": f"{n}-{i}"})
+                assert resp == {"return": {"status": "running", "singlestep": False,
+                                           "running": True}, "id": f"{n}-{i}"}, resp
+            mon.close()
+        except Exception as exc:                           # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    before = running.counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    assert running.counter() > before
+    setup.close()
+
+
+def test_splitter_is_independent_of_chunking():
+    import random
+    from pysev.qmp.server import JSONSplitter
+    stream = (b'{"execute": "a\\"}{[", "id": [1, {"x": "]"}]}  42 "s\\\\"\n[1,2]true '
+              b'{"k": "\xc3\xa9"}nul }{"a":1,"a":2}{"x": "\xc3"} ')
+    whole = JSONSplitter().feed(stream)
+    assert [kind for kind, _ in whole] == ["message"] * 6 + ["error"] * 4
+    rng = random.Random(1)
+    for _ in range(300):
+        splitter, out, i = JSONSplitter(), [], 0
+        while i < len(stream):
+            n = rng.randint(1, 9)
+            out += splitter.feed(stream[i:i + n])
+            i += n
+        assert out == whole
+    assert not splitter.pending
