@@ -45,6 +45,7 @@ class CPU(CPUState, SystemMixin):
         self.tlb_r = {}
         self.tlb_w = {}
         self.tlb_global = set()
+        self.pscache = {}             # paging-structure cache (see pysev.mem.paging.walk)
         self.fast_blocks = {}         # IP -> block for the current CS base and mode
         self.init_system()
         self.mem = mem
@@ -93,6 +94,7 @@ class CPU(CPUState, SystemMixin):
 
     def flush_tlb(self, everything=True):
         """Drop TLB entries: all, or (CR3 write) all but global pages."""
+        self.pscache.clear()
         if everything or not self.tlb_global:
             self.tlb_r.clear()
             self.tlb_w.clear()
@@ -127,7 +129,7 @@ class CPU(CPUState, SystemMixin):
         user = self.cpl == 3 and not implicit
         try:
             phys, _private, glob = walk(self.mem, self.cr3, lin, access, user, cfg,
-                                        bool(self.eflags_rest & AC))
+                                        bool(self.eflags_rest & AC), self.pscache)
         except PageFault as pf:
             raise GuestFault(PF, pf.error_code, cr2=lin, detail=pf.reason) from None
         if glob and self.cr4 & 0x80 and not implicit:

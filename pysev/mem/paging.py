@@ -66,7 +66,7 @@ class PagingConfig:
         self.fetch_code_bit = nxe or smep
 
 
-def walk(mem, cr3, lin, access, user, cfg, ac=False):
+def walk(mem, cr3, lin, access, user, cfg, ac=False, pscache=None):
     """Translate linear address `lin`.
 
     access: ACCESS_READ/WRITE/FETCH; user: the access is made at CPL 3 (not an
@@ -75,6 +75,12 @@ def walk(mem, cr3, lin, access, user, cfg, ac=False):
     the final entry has the C-bit (always False when no C-bit is configured)
     and global whether it has the G bit.
     Sets accessed and dirty bits on success.
+
+    pscache, a dict the caller empties whenever it flushes its TLB, plays the
+    part of the hardware's paging-structure caches in 4- and 5-level paging:
+    it remembers, per 2 MiB of linear space, the page table a successful walk
+    reached through a non-leaf PDE (with the permissions accumulated on the
+    way), so that later misses there read only the PTE.
     """
     if cfg.levels == 2:
         return _walk32(mem, cr3, lin, access, user, cfg, ac)
@@ -92,6 +98,12 @@ def walk(mem, cr3, lin, access, user, cfg, ac=False):
     nx = False
     touched = []
     frame = cfg.frame
+    upper = None                      # (page table, rw, us, nx) reached through a PDE
+    if pscache is not None and cfg.levels >= 4:
+        hit = pscache.get(lin >> 21)
+        if hit is not None:
+            table, rw, us, nx = hit
+            shifts = (12,)
     for shift in shifts:
         if cfg.levels == 3 and shift == 30:
             addr = table + ((lin >> 30) & 3) * 8
@@ -122,10 +134,14 @@ def walk(mem, cr3, lin, access, user, cfg, ac=False):
         if leaf:
             _check(lin, access, user, rw, us, nx, cfg, ac, ecode)
             _set_ad(mem, touched, write)
+            if upper is not None:
+                pscache[lin >> 21] = upper
             size_mask = (1 << shift) - 1
             phys = (entry & frame & ~size_mask) | (lin & size_mask)
             return phys, bool(entry & cfg.c_bit), bool(entry & G)
         table = entry & frame
+        if shift == 21 and pscache is not None and cfg.levels >= 4:
+            upper = (table, rw, us, nx)
     raise AssertionError("unreachable")          # pragma: no cover
 
 
