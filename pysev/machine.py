@@ -344,6 +344,13 @@ class RunOptions:
                     start_paused=self.start_paused, qmp=self.qmp)
 
 
+def supported_options():
+    """The option names `pysev run` accepts, as a short comma-separated list."""
+    names = [("--" if len(n) > 2 and n in ("max-insns", "state-json") else "-") + n
+             for n in _OPTIONS if n not in ("h", "help", "M")]
+    return ", ".join(names)
+
+
 def parse_args(argv):
     """Parse ``pysev run`` arguments into a :class:`RunOptions`.
 
@@ -363,7 +370,7 @@ def parse_args(argv):
         if arg.startswith("--") and "=" in name:
             name, value = name.split("=", 1)
         if name not in _OPTIONS:
-            raise MachineError(f"unknown option '{arg}'")
+            raise MachineError(f"unknown option '{arg}' (supported: {supported_options()})")
         if _OPTIONS[name] and value is None:
             if i >= len(args):
                 raise MachineError(f"option '{arg}' needs an argument")

@@ -254,9 +254,13 @@ def test_bios_bytes_are_checked_too():
 
 # ---- options ---------------------------------------------------------------------------------
 
+SUPPORTED = ("-bios, -m, -cpu, -machine, -serial, -debugcon, -display, -nographic, -no-reboot,"
+             " -d, -D, -singlestep, -accel, -smp, -global, --max-insns, --state-json, -object,"
+             " -kernel, -initrd, -append, -S, -qmp")
+
 @pytest.mark.parametrize("argv, message", [
-    (["-foo"], "unknown option '-foo'"),
-    (["--frobnicate=1"], "unknown option '--frobnicate=1'"),
+    (["-foo"], f"unknown option '-foo' (supported: {SUPPORTED})"),
+    (["--frobnicate=1"], f"unknown option '--frobnicate=1' (supported: {SUPPORTED})"),
     (["-m", "12X"], "-m: invalid size '12X'"),
     (["-m", "512K"], "-m: size '512K' is too small (at least 1 MiB)"),
     (["-m", "1G,slots=2"], "-m: unsupported memory option 'slots'"),
