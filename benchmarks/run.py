@@ -1,15 +1,21 @@
 #!/usr/bin/env python3
-"""Run the pysev benchmark workloads, on pysev and (when installed) unicorn.
+"""Run the pysev benchmark workloads on pysev, unicorn and vivisect.
 
     python3 -m benchmarks.run [--workload NAME] [--scale F] [--repeat N]
+                              [--engines pysev,unicorn,vivisect] [--plot FILE] [--profile]
     python3 benchmarks/run.py ...
+    pysev bench ...                     (the same, writing benchmarks/results.svg)
 
-For each workload both engines run the same binary from the same initial state
-to the workload's final HLT.  The run checks that pysev executed exactly the
-number of instructions the workload's formula gives (``Emulator.insn_count``),
+For each workload every engine runs the same binary from the same initial
+state to the workload's final HLT.  The run checks that pysev executed exactly
+the number of instructions the workload's formula gives (``Emulator.insn_count``),
 that the formula itself holds (counted with a unicorn code hook on a few short
-runs), and that both engines end with the same registers and memory.  It then
-prints one table of instructions per second.  See benchmarks/README.md.
+runs), and that pysev and unicorn end with the same registers and memory.
+vivisect, a pure-Python emulator stepped one instruction at a time, runs
+1/VIVISECT_DIVISOR of the iterations, counts its own instructions, and is
+checked against unicorn for that count; where it fails, its cells say why.
+The run prints one table of instructions per second and, with ``--plot``,
+writes an SVG bar chart of it.  See benchmarks/README.md.
 
 The paging workloads (``pagewalk`` and ``pagewalk-sev``) run pysev only: the
 same binary under 4-level paging built by the host, once without SEV and once
@@ -24,6 +30,7 @@ import pathlib
 import sys
 import time
 from dataclasses import dataclass
+from typing import NamedTuple, Optional
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -109,21 +116,26 @@ def pysev_available():
     return True
 
 
-def run_pysev(workload, n, repeat=1):
+def _pysev_setup(workload, n):
+    """A fresh pysev Emulator holding the workload, ready to start; returns (emu, hlt)."""
     from pysev.api import Emulator
 
     code = workload.binary()
-    hlt = workload.hlt_address(code)
+    emu = Emulator(mode=64)
+    emu.mem_map(MAP_BASE, MAP_SIZE)
+    emu.mem_write(CODE_BASE, code)
+    emu.mem_write(BUF_BASE, BUF_PATTERN)
+    for name, value in workload.initial_registers(n).items():
+        emu.reg_write(name, value)
+    emu.reg_write("rflags", 0x2)
+    return emu, workload.hlt_address(code)
+
+
+def run_pysev(workload, n, repeat=1):
     expected = workload.instructions(n)
     best = None
     for _ in range(repeat):
-        emu = Emulator(mode=64)
-        emu.mem_map(MAP_BASE, MAP_SIZE)
-        emu.mem_write(CODE_BASE, code)
-        emu.mem_write(BUF_BASE, BUF_PATTERN)
-        for name, value in workload.initial_registers(n).items():
-            emu.reg_write(name, value)
-        emu.reg_write("rflags", 0x2)
+        emu, hlt = _pysev_setup(workload, n)
         start = time.perf_counter()
         emu.emu_start(CODE_BASE, hlt)
         elapsed = time.perf_counter() - start
@@ -414,7 +426,150 @@ def run_unicorn(workload, n, repeat=1):
     return Result("unicorn", best, workload.instructions(n), regs, digest)
 
 
+# -- vivisect -----------------------------------------------------------------
+#
+# vivisect's envi emulator is pure Python like pysev and interprets one
+# instruction per stepi() call, so it runs each workload with
+# VIVISECT_DIVISOR times fewer iterations (a second or two), counts the
+# instructions itself and reports the rate of that run.  Its final state is
+# checked against unicorn's (pysev's when unicorn is missing) for the same
+# iteration count.
+#
+# Its memory is three maps (code, the data buffer, one stack page) rather than
+# one 2 MiB map: envi rebuilds a map's whole bytes object on every store, so a
+# single big map would measure 2 MiB copies instead of instruction emulation.
+# A store outside the maps faults, which would show as an error in the table.
+
+VIVISECT_DIVISOR = 50
+VIVISECT_STACK = 0x1000
+VIVISECT_PAGE = 0x1000
+
+
+class VivisectFailed(Exception):
+    """vivisect could not run a workload or got it wrong; *status* goes in the table."""
+
+    def __init__(self, status, detail):
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+def vivisect_available():
+    try:
+        import envi.archs.amd64  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def vivisect_iterations(workload, scale):
+    return max(1, round(workload.iterations * scale / VIVISECT_DIVISOR))
+
+
+def _vivisect_regions(code):
+    code_size = -(-len(code) // VIVISECT_PAGE) * VIVISECT_PAGE
+    return ((CODE_BASE, code_size), (BUF_BASE, BUF_SIZE),
+            (STACK_TOP - VIVISECT_STACK, VIVISECT_STACK))
+
+
+def _initial_image(code):
+    """The 2 MiB mapping as every engine starts with it."""
+    image = bytearray(MAP_SIZE)
+    image[CODE_BASE - MAP_BASE:CODE_BASE - MAP_BASE + len(code)] = code
+    image[BUF_BASE - MAP_BASE:BUF_BASE - MAP_BASE + BUF_SIZE] = BUF_PATTERN
+    return image
+
+
+def run_vivisect(workload, n, repeat=1):
+    """Run the workload on vivisect; raise VivisectFailed when it cannot."""
+    import envi
+    from envi.archs.amd64 import Amd64Emulator
+    from envi.memory import MM_RWX
+
+    code = workload.binary()
+    hlt = workload.hlt_address(code)
+    expected = workload.instructions(n)
+    limit = 2 * expected + 1000          # a wrong branch must not loop for ever
+    image = _initial_image(code)
+    regions = _vivisect_regions(code)
+    best = None
+    for _ in range(repeat):
+        emu = Amd64Emulator()
+        for va, size in regions:
+            emu.addMemoryMap(va, MM_RWX, f"bench-{va:#x}",
+                             bytes(image[va - MAP_BASE:va - MAP_BASE + size]))
+        for name, value in workload.initial_registers(n).items():
+            emu.setRegisterByName(name, value)
+        emu.setRegisterByName("eflags", 0x2)
+        emu.setProgramCounter(CODE_BASE)
+        step, pc = emu.stepi, emu.getProgramCounter
+        count = 0
+        start = time.perf_counter()
+        try:
+            while pc() != hlt and count < limit:
+                step()
+                count += 1
+        except (envi.UnsupportedInstruction, envi.InvalidInstruction) as exc:
+            raise VivisectFailed("unsupported", f"at {pc():#x}: {exc}") from None
+        except Exception as exc:     # noqa: BLE001 - any failure of the peer is reported
+            raise VivisectFailed("error", f"at {pc():#x}: {type(exc).__name__}: {exc}") from None
+        elapsed = time.perf_counter() - start
+        if pc() != hlt:
+            raise VivisectFailed("mismatch", f"at {pc():#x} after {count} instructions, "
+                                 f"not at the hlt at {hlt:#x}")
+        if count != expected:
+            raise VivisectFailed("mismatch", f"executed {count} instructions, expected "
+                                 f"{expected} = {workload.per_iteration}*{n}+{workload.fixed}")
+        if best is None or elapsed < best:
+            best = elapsed
+    regs = {name: emu.getRegisterByName(name) for name in GPRS}
+    regs["rip"] = pc()
+    regs["rflags"] = emu.getRegisterByName("eflags") & ARITH_FLAGS
+    for va, size in regions:
+        image[va - MAP_BASE:va - MAP_BASE + size] = emu.readMemory(va, size)
+    digest = hashlib.sha256(image).hexdigest()
+    return Result("vivisect", best, count, regs, digest)
+
+
+def check_vivisect(workload, result, n, reference_engine):
+    """Compare vivisect's final state with *reference_engine*'s for the same n."""
+    runner = run_unicorn if reference_engine == "unicorn" else run_pysev
+    reference = runner(workload, n)
+    try:
+        compare(workload, result, reference)
+    except CheckFailed as exc:
+        raise VivisectFailed("mismatch", str(exc)) from None
+
+
 # -- comparison and report ----------------------------------------------------------
+
+ENGINES = ("pysev", "unicorn", "vivisect")
+AVAILABLE = {"pysev": pysev_available, "unicorn": unicorn_available,
+             "vivisect": vivisect_available}
+INSTALL_HINT = {"pysev": "pip install -e .", "unicorn": "pip install unicorn",
+                "vivisect": "pip install vivisect"}
+NOT_INSTALLED = "not installed"
+SYSTEM_ONLY = "-"     # the paging rows on unicorn and vivisect
+
+
+class Row(NamedTuple):
+    name: str
+    instructions: int                 # pysev and unicorn (from the formula)
+    pysev: Optional[Result]
+    unicorn: Optional[Result]
+    vivisect: Optional[Result] = None
+    vivisect_instructions: Optional[int] = None
+    notes: Optional[dict] = None      # engine -> what its rate cell shows instead
+
+    def result(self, engine):
+        return getattr(self, engine)
+
+    def rate_cell(self, engine):
+        result = self.result(engine)
+        if result is not None:
+            return f"{result.rate:,.0f}"
+        return (self.notes or {}).get(engine, "-")
+
 
 def compare(workload, a, b):
     """Raise CheckFailed unless results *a* and *b* agree on registers and memory."""
@@ -431,16 +586,32 @@ def iterations_for(workload, scale):
     return max(1, round(workload.iterations * scale))
 
 
-def format_rate(result):
-    return "-" if result is None else f"{result.rate:,.0f}"
+def _ratio(fast, slow):
+    return f"{fast.rate / slow.rate:,.1f}x" if fast and slow else "-"
 
 
-def format_table(rows):
-    header = ("workload", "instructions", "pysev instr/s", "unicorn instr/s", "unicorn/pysev")
+def format_table(rows, engines=ENGINES):
+    """The table: the vivisect columns appear when vivisect is among *engines*."""
+    viv = "vivisect" in engines
+    header = ["workload", "instructions"]
+    header += ["vivisect instructions"] if viv else []
+    header += ["pysev instr/s", "unicorn instr/s"]
+    header += ["vivisect instr/s"] if viv else []
+    header += ["unicorn/pysev"]
+    header += ["pysev/vivisect"] if viv else []
     lines = [header]
-    for name, instructions, pysev, uni in rows:
-        ratio = f"{uni.rate / pysev.rate:,.1f}x" if pysev and uni else "-"
-        lines.append((name, f"{instructions:,}", format_rate(pysev), format_rate(uni), ratio))
+    for row in rows:
+        line = [row.name, f"{row.instructions:,}"]
+        if viv:
+            count = row.vivisect_instructions
+            line.append("-" if count is None else f"{count:,}")
+        line += [row.rate_cell("pysev"), row.rate_cell("unicorn")]
+        if viv:
+            line.append(row.rate_cell("vivisect"))
+        line.append(_ratio(row.unicorn, row.pysev))
+        if viv:
+            line.append(_ratio(row.pysev, row.vivisect))
+        lines.append(line)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = []
     for k, line in enumerate(lines):
@@ -451,14 +622,38 @@ def format_table(rows):
     return "\n".join(out)
 
 
-def run(names, scale=1.0, repeat=1, engines=("pysev", "unicorn"), out=sys.stdout):
-    """Run the workloads *names*; print the table to *out*; return the rows."""
-    use_pysev = "pysev" in engines
-    use_unicorn = "unicorn" in engines and unicorn_available()
-    if "unicorn" in engines and not use_unicorn:
-        print("note: unicorn is not installed; its column stays empty", file=out)
+def format_sev_comparison(rows):
+    """The SEV on/off line for the paging rows, or None when one of them did not run."""
+    results = {row.name: row.pysev for row in rows if row.name in PAGING_WORKLOADS}
+    off, on = results.get("pagewalk"), results.get("pagewalk-sev")
+    if not (off and on):
+        return None
+    return (f"pagewalk SEV on/off: {on.rate:,.0f} / {off.rate:,.0f} instr/s = "
+            f"{on.rate / off.rate:.2f}x")
+
+
+def run(names, scale=1.0, repeat=1, engines=ENGINES, out=sys.stdout):
+    """Run the workloads *names* on *engines*; print the table to *out*; return the rows.
+
+    An engine that is not installed gets a note and "not installed" cells.
+    Raises CheckFailed when pysev or unicorn fails a check; vivisect's failures
+    show in its cells ("unsupported", "mismatch", "error") with a line below.
+    """
+    engines = tuple(e for e in ENGINES if e in engines)
+    installed = {e: AVAILABLE[e]() for e in engines}
+    use_pysev = installed.get("pysev", False)
+    use_unicorn = installed.get("unicorn", False)
+    use_vivisect = installed.get("vivisect", False)
+    for engine in engines:
+        if not installed[engine]:
+            print(f"note: {engine} is not installed ({INSTALL_HINT[engine]}, or "
+                  f"pip install -e '.[bench]'); its cells show '{NOT_INSTALLED}'", file=out)
+    # vivisect's results are checked against unicorn even when only vivisect is timed
+    viv_reference = "unicorn" if unicorn_available() else "pysev"
     rows = []
     walks = {}
+    viv_failures = []
+    viv_checked = []
     paging = [name for name in names if name in PAGING_WORKLOADS]
     paging_results = {}
     if use_pysev and paging:
@@ -466,10 +661,13 @@ def run(names, scale=1.0, repeat=1, engines=("pysev", "unicorn"), out=sys.stdout
             walks[name] = check_page_walks(PAGING_WORKLOADS[name])
         paging_results = run_paging_interleaved(paging, scale, repeat)
     for name in names:
+        notes = {e: NOT_INSTALLED for e in engines if not installed[e]}
         if name in PAGING_WORKLOADS:
             workload = PAGING_WORKLOADS[name]
             n = iterations_for(workload, scale)
-            rows.append((name, workload.instructions(n), paging_results.get(name), None))
+            notes.update({e: SYSTEM_ONLY for e in ("unicorn", "vivisect") if e in engines})
+            rows.append(Row(name, workload.instructions(n), paging_results.get(name), None,
+                            notes=notes))
             continue
         workload = WORKLOADS[name]
         n = iterations_for(workload, scale)
@@ -479,8 +677,26 @@ def run(names, scale=1.0, repeat=1, engines=("pysev", "unicorn"), out=sys.stdout
         unicorn_result = run_unicorn(workload, n, repeat) if use_unicorn else None
         if pysev_result and unicorn_result:
             compare(workload, pysev_result, unicorn_result)
-        rows.append((name, workload.instructions(n), pysev_result, unicorn_result))
-    print(format_table(rows), file=out)
+        viv_result = viv_count = None
+        if use_vivisect:
+            viv_n = vivisect_iterations(workload, scale)
+            viv_count = workload.instructions(viv_n)
+            try:
+                viv_result = run_vivisect(workload, viv_n, repeat)
+                check_vivisect(workload, viv_result, viv_n, viv_reference)
+                viv_checked.append(name)
+            except VivisectFailed as exc:
+                viv_result = None
+                notes["vivisect"] = exc.status
+                viv_failures.append(f"vivisect {name}: {exc}")
+        rows.append(Row(name, workload.instructions(n), pysev_result, unicorn_result,
+                        viv_result, viv_count, notes))
+    print(format_table(rows, engines), file=out)
+    for line in viv_failures:
+        print(line, file=out)
+    if paging and ("unicorn" in engines or "vivisect" in engines):
+        print(f"{SYSTEM_ONLY}: the paging workloads need a CPU with paging and SEV set up "
+              "by the host (system mode): pysev only", file=out)
     comparison = format_sev_comparison(rows)
     if comparison:
         print(comparison, file=out)
@@ -495,7 +711,171 @@ def run(names, scale=1.0, repeat=1, engines=("pysev", "unicorn"), out=sys.stdout
         checks.append("final registers and memory agree")
     if checks:
         print("checked: " + ", ".join(checks), file=out)
+    if viv_checked:
+        print(f"checked vivisect: instruction counts and final state agree with "
+              f"{viv_reference} at 1/{VIVISECT_DIVISOR} of the iterations "
+              f"({', '.join(viv_checked)})", file=out)
     return rows
+
+
+# -- plot -------------------------------------------------------------------------
+
+SVG_NS = "http://www.w3.org/2000/svg"
+ENGINE_COLOURS = {"pysev": "#3b6ea8", "unicorn": "#d9822b", "vivisect": "#3f9a5a"}
+PLOT_BAR = 26            # bar width
+PLOT_GAP = 30            # space between workload groups
+PLOT_LEFT, PLOT_TOP, PLOT_HEIGHT, PLOT_BOTTOM = 70, 60, 300, 50
+
+
+def short_rate(value):
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            return f"{value / size:.3g}{unit}"
+    return f"{value:.3g}"
+
+
+def plot_svg(rows, engines=ENGINES):
+    """An SVG bar chart (log scale) of instructions per second per workload and engine."""
+    import math
+    from xml.sax.saxutils import escape, quoteattr
+
+    engines = [e for e in ENGINES if e in engines]
+    bars = [(k, j, row, engine, row.result(engine))
+            for k, row in enumerate(rows) for j, engine in enumerate(engines)
+            if row.result(engine) is not None]
+    rates = [result.rate for *_, result in bars if 0 < result.rate < float("inf")]
+    lo = 10 ** math.floor(math.log10(min(rates))) if rates else 1e4
+    hi = 10 ** math.ceil(math.log10(max(rates))) if rates else 1e8
+    if hi <= lo:
+        hi = lo * 10
+    group = len(engines) * PLOT_BAR + PLOT_GAP
+    width = PLOT_LEFT + max(len(rows), 1) * group + 20
+    legend_x = width
+    width += 120
+    height = PLOT_TOP + PLOT_HEIGHT + PLOT_BOTTOM
+    bottom = PLOT_TOP + PLOT_HEIGHT
+
+    def y(rate):
+        rate = min(max(rate, lo), hi)
+        return bottom - PLOT_HEIGHT * (math.log10(rate) - math.log10(lo)) / (
+            math.log10(hi) - math.log10(lo))
+
+    out = [f'<svg xmlns="{SVG_NS}" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+           f'<rect x="0" y="0" width="{width}" height="{height}" fill="white"/>',
+           f'<text class="title" x="{PLOT_LEFT}" y="22" font-size="15">'
+           'Guest instructions per second (log scale)</text>',
+           f'<text class="subtitle" x="{PLOT_LEFT}" y="40" fill="#555">'
+           f'vivisect runs 1/{VIVISECT_DIVISOR} of the iterations; '
+           'the paging workloads run on pysev only</text>']
+    decade = math.log10(lo)
+    while decade <= math.log10(hi) + 1e-9:
+        value = 10 ** decade
+        ty = y(value)
+        out.append(f'<line class="grid" x1="{PLOT_LEFT}" y1="{ty:.1f}" x2="{legend_x - 10}" '
+                   f'y2="{ty:.1f}" stroke="#ddd"/>')
+        out.append(f'<text class="tick" x="{PLOT_LEFT - 6}" y="{ty + 4:.1f}" '
+                   f'text-anchor="end">{short_rate(value)}</text>')
+        decade += 1
+    out.append(f'<line class="axis" x1="{PLOT_LEFT}" y1="{PLOT_TOP}" x2="{PLOT_LEFT}" '
+               f'y2="{bottom}" stroke="#333"/>')
+    out.append(f'<text class="axis-label" x="16" y="{PLOT_TOP + PLOT_HEIGHT / 2:.0f}" '
+               f'transform="rotate(-90 16 {PLOT_TOP + PLOT_HEIGHT / 2:.0f})" '
+               'text-anchor="middle">instructions/s</text>')
+    for k, row in enumerate(rows):
+        cx = PLOT_LEFT + PLOT_GAP / 2 + k * group + len(engines) * PLOT_BAR / 2
+        out.append(f'<text class="workload" x="{cx:.1f}" y="{bottom + 20}" '
+                   f'text-anchor="middle">{escape(row.name)}</text>')
+    for k, j, row, engine, result in bars:
+        x = PLOT_LEFT + PLOT_GAP / 2 + k * group + j * PLOT_BAR
+        top = y(result.rate)
+        tip = (f"{row.name} / {engine}: {result.rate:,.0f} instr/s "
+               f"({result.instructions:,} instructions)")
+        out.append(f'<rect class="bar" data-workload={quoteattr(row.name)} '
+                   f'data-engine="{engine}" data-rate="{result.rate:.0f}" '
+                   f'data-instructions="{result.instructions}" x="{x + 2:.1f}" '
+                   f'y="{top:.1f}" width="{PLOT_BAR - 4}" height="{bottom - top:.1f}" '
+                   f'fill="{ENGINE_COLOURS[engine]}"><title>{escape(tip)}</title></rect>')
+        out.append(f'<text class="value" x="{x + PLOT_BAR / 2:.1f}" y="{top - 4:.1f}" '
+                   f'text-anchor="middle" font-size="9">{short_rate(result.rate)}</text>')
+    for j, engine in enumerate(engines):
+        ly = PLOT_TOP + 10 + j * 20
+        out.append(f'<rect class="legend" data-engine="{engine}" x="{legend_x}" y="{ly}" '
+                   f'width="12" height="12" fill="{ENGINE_COLOURS[engine]}"/>')
+        out.append(f'<text class="legend" x="{legend_x + 18}" y="{ly + 10}">{engine}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def write_plot(rows, path, engines=ENGINES):
+    path = pathlib.Path(path)
+    path.write_text(plot_svg(rows, engines), encoding="utf-8")
+    return path
+
+
+# -- profile ------------------------------------------------------------------------
+
+def profile(names, scale=1.0, top=12, out=sys.stdout):
+    """Run each workload once on pysev under cProfile and print the top entries by
+    own time.  Only the run is profiled: not the imports nor the setup."""
+    import cProfile
+    import pstats
+
+    for name in names:
+        workload = ALL_WORKLOADS[name]
+        n = iterations_for(workload, scale)
+        if name in PAGING_WORKLOADS:
+            cpu, _mem, hlt = paging_machine(workload, n)
+            go = (lambda c, h: lambda: c.run(float("inf"), h))(cpu, hlt)
+        else:
+            emu, hlt = _pysev_setup(workload, n)
+            go = (lambda e, h: lambda: e.emu_start(CODE_BASE, h))(emu, hlt)
+        prof = cProfile.Profile()
+        start = time.perf_counter()
+        prof.runcall(go)
+        elapsed = time.perf_counter() - start
+        count = workload.instructions(n)
+        print(f"== {name}: {count:,} instructions in {elapsed:.2f} s under cProfile "
+              f"({count / elapsed:,.0f} instr/s)", file=out)
+        pstats.Stats(prof, stream=out).strip_dirs().sort_stats("tottime").print_stats(top)
+
+
+# -- command line ----------------------------------------------------------------------
+
+def parse_engines(text):
+    """'pysev,vivisect' -> ('pysev', 'vivisect') in table order; ValueError if unknown."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in ENGINES]
+    if unknown or not names:
+        raise ValueError(f"unknown engine {unknown[0]!r}" if unknown else "no engine given")
+    return tuple(e for e in ENGINES if e in names)
+
+
+def bench(names=None, scale=1.0, repeat=1, engines=ENGINES, plot=None, out=None, err=None):
+    """Run, print the table, write the plot; return the exit code (0, or 1 on a failure)."""
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    names = list(dict.fromkeys(names or ALL_WORKLOADS))
+    if "pysev" in engines and not pysev_available():
+        print("benchmarks: pysev.api cannot be imported", file=err)
+        return 1
+    if not any(AVAILABLE[e]() for e in engines):
+        print(f"benchmarks: none of the engines {', '.join(engines)} is installed "
+              "(pip install -e '.[bench]')", file=err)
+        return 1
+    try:
+        rows = run(names, scale, repeat, engines, out=out)
+    except CheckFailed as exc:
+        print(f"benchmarks: check failed: {exc}", file=err)
+        return 1
+    if plot:
+        try:
+            path = write_plot(rows, plot, engines)
+        except OSError as exc:
+            print(f"benchmarks: cannot write the plot {plot}: {exc.strerror}", file=err)
+            return 1
+        print(f"plot: {path}", file=out)
+    return 0
 
 
 def main(argv=None):
@@ -507,27 +887,27 @@ def main(argv=None):
                         help="multiply every iteration count by F (default 1.0)")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="run each engine N times and report the best (default 1)")
-    parser.add_argument("--engine", choices=("both", "pysev", "unicorn"), default="both",
-                        help="which engines to run (default both)")
+    parser.add_argument("--engines", default=",".join(ENGINES), metavar="LIST",
+                        help="comma separated engines to run (default %(default)s)")
+    parser.add_argument("--plot", metavar="FILE",
+                        help="write an SVG bar chart of instructions/s to FILE")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of the table, profile each workload on pysev "
+                             "(cProfile, top entries by own time)")
     args = parser.parse_args(argv)
     if args.scale <= 0:
         parser.error("--scale must be positive")
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
-    engines = ("pysev", "unicorn") if args.engine == "both" else (args.engine,)
-    if "pysev" in engines and not pysev_available():
-        print("benchmarks: pysev.api cannot be imported", file=sys.stderr)
-        return 1
-    if engines == ("unicorn",) and not unicorn_available():
-        print("benchmarks: unicorn is not installed", file=sys.stderr)
-        return 1
-    names = args.workload or list(ALL_WORKLOADS)
     try:
-        run(dict.fromkeys(names), args.scale, args.repeat, engines)
-    except CheckFailed as exc:
-        print(f"benchmarks: check failed: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        engines = parse_engines(args.engines)
+    except ValueError as exc:
+        parser.error(f"--engines: {exc} (choose from {', '.join(ENGINES)})")
+    names = args.workload or list(ALL_WORKLOADS)
+    if args.profile:
+        profile(dict.fromkeys(names), args.scale)
+        return 0
+    return bench(names, args.scale, args.repeat, engines, args.plot)
 
 
 if __name__ == "__main__":

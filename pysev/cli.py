@@ -140,17 +140,76 @@ def non_negative_int(text):
 
 # -- pysev demo ---------------------------------------------------------------
 
+DEMO_BIOS_INSNS = 20_000_000     # the SEV demo's default instruction limit with --bios
+
+
 def add_demo_parser(subparsers):
     parser = subparsers.add_parser(
-        "demo", help="run the bundled 64-bit example guest",
-        description="Run the bundled 64-bit example guest, which prints through a "
-                    "16550 UART at port 0x3F8 to stdout, then show the instruction "
-                    "count and speed.")
-    add_engine_options(parser)
+        "demo", help="an SEV launch end to end: measurement, secret, the guest runs",
+        description="Start the bundled SEV test guest paused with QMP, act as its guest "
+                    "owner over the QMP socket (check the launch measurement, inject a "
+                    "secret), let it run, and show its serial output: it finds SEV, its "
+                    "C-bit page tables and the secret.  --bios runs the same flow on your "
+                    "own firmware.")
+    parser.add_argument("--bios", metavar="FILE",
+                        help="run this firmware instead of the bundled SEV test guest "
+                             f"(default --max-insns {DEMO_BIOS_INSNS:,})")
+    parser.add_argument("--secret-gpa", metavar="ADDR", type=non_negative_int,
+                        help="where to inject the secret (default: the firmware's secret "
+                             "area if it declares one, else 0x800000)")
+    parser.add_argument("--engine-demo", action="store_true",
+                        help="instead, run the bundled 64-bit guest demo64.bin on the "
+                             "Emulator API (no machine, no SEV)")
+    parser.add_argument("-d", metavar="ITEMS", dest="log_items",
+                        help="log the comma separated ITEMS (in_asm, op, ...); -d help lists them")
+    parser.add_argument("-D", metavar="FILE", dest="log_file",
+                        help="write the -d log to FILE instead of stderr")
+    parser.add_argument("--max-insns", metavar="N", type=non_negative_int, default=None,
+                        help="stop after N guest instructions (0: no limit; default: no limit, "
+                             f"{DEMO_BIOS_INSNS:,} with --bios)")
     parser.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args):
+    if args.engine_demo:
+        if args.bios is not None or args.secret_gpa is not None:
+            raise CliError("demo: --engine-demo runs the bundled 64-bit guest: it takes no "
+                           "--bios or --secret-gpa")
+        return engine_demo(args)
+    return sev_demo(args)
+
+
+def sev_demo(args):
+    """``pysev demo [--bios FILE]``: the SEV launch of pysev.demo on a Machine."""
+    from pysev import machine as pm
+
+    try:
+        items = pm.parse_log_items(args.log_items or "")    # the machine's: in_asm, cpu, ...
+    except pm.MachineError as exc:
+        raise CliError(str(exc).removeprefix("pysev run: ")) from None
+    if items is None:
+        print(pm.log_items_help())
+        return 0
+    from pysev.demo import DemoError, SevDemo
+
+    log = open_log(args.log_file)
+    try:
+        demo = SevDemo(bios=args.bios, max_insns=args.max_insns, secret_gpa=args.secret_gpa,
+                       log_items=items, log=log)
+        with _terminate_on_sigterm(True):      # SIGTERM cleans up too (socket, temp dir)
+            return demo.run()
+    except DemoError as exc:
+        raise CliError(f"demo: {exc}", exc.exit_code) from None
+    except _Terminated:
+        raise CliError("demo: terminated", 143) from None
+    finally:
+        sys.stdout.flush()
+        if log is not sys.stderr:
+            log.close()
+
+
+def engine_demo(args):
+    """``pysev demo --engine-demo``: demo64.bin on the Emulator API."""
     debug = parse_log_items(args.log_items)
     if debug is None:
         print(log_items_help())
@@ -175,7 +234,7 @@ def cmd_demo(args):
               f"({len(image)} bytes at {DEMO_BASE:#x}); its serial output follows", flush=True)
         start = time.perf_counter()
         try:
-            emu.emu_start(DEMO_BASE, NO_UNTIL, count=args.max_insns)
+            emu.emu_start(DEMO_BASE, NO_UNTIL, count=args.max_insns or 0)
         except GuestException as exc:
             if not sink.at_line_start:
                 print(flush=True)
@@ -341,6 +400,72 @@ def cmd_owner(args):
         raise CliError(f"pysev owner {args.owner_command}: {exc}", 2, raw=True) from None
 
 
+# -- pysev bench ---------------------------------------------------------------------
+
+BENCH_ENGINES = "pysev,unicorn,vivisect"
+
+
+def add_bench_parser(subparsers):
+    parser = subparsers.add_parser(
+        "bench", help="run the benchmark workloads on pysev, unicorn and vivisect",
+        description="Run the benchmark workloads (benchmarks/, in a source checkout) on "
+                    "pysev, unicorn and vivisect; print one table of instructions per "
+                    "second with the checks, and write an SVG bar chart of it.")
+    parser.add_argument("--workload", action="append", metavar="NAME",
+                        help="run only NAME (may be repeated; default: all of them, "
+                             "see benchmarks/README.md)")
+    parser.add_argument("--repeat", type=_positive(int), default=1, metavar="N",
+                        help="run each engine N times and report the best (default 1)")
+    parser.add_argument("--scale", type=_positive(float), default=1.0, metavar="F",
+                        help="multiply every iteration count by F (default 1.0)")
+    parser.add_argument("--plot", metavar="FILE",
+                        help="write the SVG bar chart to FILE "
+                             "(default: benchmarks/results.svg in the checkout)")
+    parser.add_argument("--engines", default=BENCH_ENGINES, metavar="LIST",
+                        help="comma separated engines to run (default %(default)s)")
+    parser.set_defaults(func=cmd_bench)
+
+
+def _positive(kind):
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__}: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive: {text}")
+        return value
+    return convert
+
+
+def _bench_runner():
+    """benchmarks/run.py of the checkout pysev runs from."""
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parent.parent
+    if not (root / "benchmarks" / "run.py").is_file():
+        raise CliError("bench: benchmarks/ is not installed with pysev: run it from a "
+                       "source checkout (pip install -e .)", 1)
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from benchmarks import run as runner
+    return runner, root
+
+
+def cmd_bench(args):
+    """``pysev bench``: benchmarks/run.py with a plot written by default."""
+    runner, root = _bench_runner()
+    try:
+        engines = runner.parse_engines(args.engines)
+    except ValueError as exc:
+        raise CliError(f"bench: --engines: {exc} (choose from {BENCH_ENGINES})") from None
+    for name in args.workload or ():
+        if name not in runner.ALL_WORKLOADS:
+            raise CliError(f"bench: unknown workload '{name}' "
+                           f"(choose from {', '.join(runner.ALL_WORKLOADS)})")
+    plot = args.plot if args.plot is not None else root / "benchmarks" / "results.svg"
+    return runner.bench(args.workload, args.scale, args.repeat, engines, plot)
+
+
 # -- main -------------------------------------------------------------------------
 
 # (name, function adding the subparser); the order is the order in --help
@@ -348,6 +473,7 @@ SUBCOMMANDS = [
     ("demo", add_demo_parser),
     ("run", add_run_parser),
     ("owner", add_owner_parser),
+    ("bench", add_bench_parser),
 ]
 
 
