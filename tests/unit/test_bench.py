@@ -20,7 +20,6 @@ SVG = "{http://www.w3.org/2000/svg}"
 SCALE = "0.002"            # alu: 20,002 instructions on pysev, 402 on vivisect
 HAVE = {"pysev": True, "unicorn": bench.unicorn_available(),
         "vivisect": bench.vivisect_available()}
-needs_unicorn = pytest.mark.skipif(not HAVE["unicorn"], reason="unicorn is not installed")
 needs_vivisect = pytest.mark.skipif(not HAVE["vivisect"],
                                     reason="vivisect is not installed (pip install -e '.[bench]')")
 
