@@ -4,7 +4,7 @@ import iced_x86 as _iced
 from iced_x86 import OpKind as _K, Register as _R
 
 from .records import (Far, Imm, Insn, Mem, Reg, Rel, SReg, SysReg,
-                      CF, PF, AF, ZF, SF, OF, DF, ES, DS, SS)
+                      CF, PF, AF, ZF, SF, OF, DF, ES)
 
 _MNEMONIC = {getattr(_iced.Mnemonic, n): n for n in dir(_iced.Mnemonic)
              if n.isupper()}

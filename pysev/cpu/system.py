@@ -12,9 +12,9 @@ the high dword (type, S, DPL, P, AVL, L, D/B, G) at the same positions.
    31..24 base  23 G  22 D/B  21 L  20 AVL  19..16 limit  15 P  14..13 DPL  12 S  11..8 type  7..0 base
 """
 
-from decoder.records import ES, CS, SS, DS, FS, GS, ARITH_FLAGS
+from decoder.records import ES, CS, SS, DS, FS, GS
 from pysev.mem.paging import PagingConfig
-from .faults import GuestFault, DE, DB, BP, OF, UD, DF, TS, NP, SS as SS_FAULT, GP, PF
+from .faults import GuestFault, DE, UD, DF, TS, NP, SS as SS_FAULT, GP, PF
 
 A_TYPE, A_S, A_DPL, A_P = 0xF00, 0x1000, 0x6000, 0x8000
 A_L, A_DB, A_G = 1 << 21, 1 << 22, 1 << 23

@@ -17,7 +17,7 @@ import binascii
 
 from . import ovmf
 from .firmware import (SevGuestContext, SevFirmwareError, STATE_NAMES, STATE_SHORT,
-                       LUPDATE, LSECRET, RUNNING, POLICY_ES)
+                       LUPDATE, LSECRET, POLICY_ES)
 
 API_MAJOR, API_MINOR, BUILD_ID = 1, 55, 0
 MIGRATION_BLOCKER = "SEV: Migration is not implemented"

@@ -23,7 +23,7 @@ import pytest
 
 from conftest import assemble
 
-qmp = pytest.importorskip("qemu.qmp")
+import qemu.qmp as qmp                                     # noqa: E402
 from qemu.qmp import QMPClient                            # noqa: E402
 from qemu.qmp.legacy import QEMUMonitorProtocol           # noqa: E402
 

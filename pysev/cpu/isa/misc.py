@@ -1,8 +1,8 @@
 """Flag instructions, nop forms, hlt, ud, int3/int/into, cpuid, rdtsc(p), rdrand/rdseed,
 lahf/sahf, cli/sti, in/out, and decimal adjust."""
 
-from decoder.records import Reg, CF, PF, AF, ZF, SF, OF, ARITH_FLAGS
-from ..emit import emits, mask_of
+from decoder.records import Reg, CF, PF, AF, ZF, SF
+from ..emit import emits
 from .. import flags as F
 from ..faults import UD, BP
 

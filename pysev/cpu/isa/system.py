@@ -6,7 +6,7 @@ checks against CPL are decided here at translation time: the CPL is part of
 the mode a block is translated for.
 """
 
-from decoder.records import Reg, ZF
+from decoder.records import ZF
 from ..emit import emits, mask_of
 from ..faults import GP, UD
 
