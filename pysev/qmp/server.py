@@ -209,6 +209,22 @@ class JSONSplitter:
         self._reset()
         out.append(("error", "JSON parse error, stray '\ufffd'"))
 
+    def _to_delimiter(self, data, i, pattern, out):
+        """Take bytes up to and including the next one `pattern` finds.
+
+        Returns (next index, that byte), or (next index, None) when the data ran
+        out or a stray 0xFF threw the partial message away."""
+        m = pattern.search(data, i)
+        if m is None:
+            self._take(data, i, len(data), out)
+            return len(data), None
+        j = m.start()
+        if data[j] == 0xFF:
+            self._stray_ff(out)
+            return j + 1, None
+        self._take(data, i, j + 1, out)
+        return j + 1, data[j]
+
     def feed(self, data):
         out = []
         data = bytes(data)
@@ -223,18 +239,9 @@ class JSONSplitter:
                 self._take(data, i, i + 1, out)
                 i += 1
             elif self.in_string:
-                m = _IN_STRING.search(data, i)
-                if m is None:
-                    self._take(data, i, n, out)
-                    break
-                j = m.start()
-                c = data[j]
-                if c == 0xFF:
-                    self._stray_ff(out)
-                    i = j + 1
+                i, c = self._to_delimiter(data, i, _IN_STRING, out)
+                if c is None:
                     continue
-                self._take(data, i, j + 1, out)
-                i = j + 1
                 if c == 0x5C:                            # backslash
                     self.escape = True
                 else:                                    # closing quote
@@ -242,18 +249,9 @@ class JSONSplitter:
                     if self.depth == 0:
                         self._complete(out)
             elif self.depth:
-                m = _IN_STRUCT.search(data, i)
-                if m is None:
-                    self._take(data, i, n, out)
-                    break
-                j = m.start()
-                c = data[j]
-                if c == 0xFF:
-                    self._stray_ff(out)
-                    i = j + 1
+                i, c = self._to_delimiter(data, i, _IN_STRUCT, out)
+                if c is None:
                     continue
-                self._take(data, i, j + 1, out)
-                i = j + 1
                 if c in b"[{":
                     self.depth += 1
                     if self.depth > self.max_depth and not self.skipping:
