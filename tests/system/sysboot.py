@@ -32,6 +32,18 @@ from pysev.mem import PhysMem
 
 CACHE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".asmcache")
 
+# 16-bit code at the bottom of the top 64 KiB of an image (CS base 0xFFFF0000 at
+# reset, so IP = offset), entered from the reset vector at IP 0xFFF0
+TOP_64K = """
+bits 16
+org 0
+start:
+{code}
+times 0xfff0 - ($ - $$) db 0
+    jmp start
+times 0x10000 - ($ - $$) db 0
+"""
+
 PROLOGUE = r"""
 bits 16
 org 0xF0000

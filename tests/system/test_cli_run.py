@@ -14,15 +14,7 @@ from pysev.cpu.cpuid import get_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
-TOP_64K = """
-bits 16
-org 0
-start:
-{code}
-times 0xfff0 - ($ - $$) db 0
-    jmp start
-times 0x10000 - ($ - $$) db 0
-"""
+from sysboot import TOP_64K  # noqa: E402
 
 HELLO = r"""
     mov dx, 0x3f8

@@ -18,17 +18,7 @@ from pysev.machine import memory_layout, parse_args, ram_split
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 FOUR_GIB = 1 << 32
 
-# 16-bit code at the bottom of the top 64 KiB of the image (CS base 0xFFFF0000 at
-# reset, so IP = offset), entered from the reset vector at IP 0xFFF0
-TOP_64K = """
-bits 16
-org 0
-start:
-{code}
-times 0xfff0 - ($ - $$) db 0
-    jmp start
-times 0x10000 - ($ - $$) db 0
-"""
+from sysboot import TOP_64K  # noqa: E402
 
 HELLO = r"""
     mov dx, 0x3f8
