@@ -292,11 +292,14 @@ def count_page_walks(workload, n):
 
 
 def check_page_walks(workload):
-    """Every sweep must walk at least twice per page (a read and a write miss)."""
+    """Every sweep must walk at least once per page: the CR3 reload empties the TLB.
+
+    (The read miss of each read-modify-write fills the write TLB too when the
+    page is already dirty, so from the second sweep on one walk serves both.)"""
     walks = count_page_walks(workload, 3) - count_page_walks(workload, 2)
-    if walks < 2 * workload.pages:
+    if walks < workload.pages:
         raise CheckFailed(f"{workload.name}: {walks} page walks per sweep, expected at least "
-                          f"{2 * workload.pages} (is the TLB flushed by the CR3 write?)")
+                          f"{workload.pages} (is the TLB flushed by the CR3 write?)")
     return walks
 
 

@@ -46,6 +46,7 @@ class CPU(CPUState, SystemMixin):
         self.tlb_w = {}
         self.tlb_global = set()
         self.pscache = {}             # paging-structure cache (see pysev.mem.paging.walk)
+        self._wok = [False]           # the last walk found the page dirty and writable
         self.fast_blocks = {}         # IP -> block for the current CS base and mode
         self.init_system()
         self.mem = mem
@@ -129,7 +130,7 @@ class CPU(CPUState, SystemMixin):
         user = self.cpl == 3 and not implicit
         try:
             phys, _private, glob = walk(self.mem, self.cr3, lin, access, user, cfg,
-                                        bool(self.eflags_rest & AC), self.pscache)
+                                        bool(self.eflags_rest & AC), self.pscache, self._wok)
         except PageFault as pf:
             raise GuestFault(PF, pf.error_code, cr2=lin, detail=pf.reason) from None
         if glob and self.cr4 & 0x80 and not implicit:
@@ -145,12 +146,18 @@ class CPU(CPUState, SystemMixin):
             nxt = (a + first) & self.mode.lmask
             hi = self.slow_read(nxt, rest) if rest in (1, 2, 4, 8) else self._bytes_read(nxt, rest)
             return lo | (hi << (8 * first))
+        wok = self._wok
+        wok[0] = not self.paging.levels            # without paging, RAM is writable as is
         phys = self.linear_to_phys(a)
-        host = self.mem.readable.get(phys >> PAGE_SHIFT)
+        page = phys >> PAGE_SHIFT
+        host = self.mem.readable.get(page)
         if host is not None:
             value = UNPACK[size](self.mem.mv, host + (phys & PAGE_MASK))[0]
             if self.tlb_enabled:
                 self.tlb_r[a >> PAGE_SHIFT] = host
+                # a page the walk found dirty and writable can take writes at once
+                if wok[0] and page in self.mem.writable and not self.cache.is_code_page(page):
+                    self.tlb_w[a >> PAGE_SHIFT] = host
         else:
             value = self.mem.read(phys, size)
         if self.mem_hook is not None:

@@ -66,7 +66,7 @@ class PagingConfig:
         self.fetch_code_bit = nxe or smep
 
 
-def walk(mem, cr3, lin, access, user, cfg, ac=False, pscache=None):
+def walk(mem, cr3, lin, access, user, cfg, ac=False, pscache=None, wok=None):
     """Translate linear address `lin`.
 
     access: ACCESS_READ/WRITE/FETCH; user: the access is made at CPL 3 (not an
@@ -81,6 +81,10 @@ def walk(mem, cr3, lin, access, user, cfg, ac=False, pscache=None):
     it remembers, per 2 MiB of linear space, the page table a successful walk
     reached through a non-leaf PDE (with the permissions accumulated on the
     way), so that later misses there read only the PTE.
+
+    wok, a one-element list, receives whether a write to the page would now
+    succeed without touching the tables (dirty already, writable for this
+    access), so that a read miss may fill the write TLB too.
     """
     if cfg.levels == 2:
         return _walk32(mem, cr3, lin, access, user, cfg, ac)
@@ -136,6 +140,8 @@ def walk(mem, cr3, lin, access, user, cfg, ac=False, pscache=None):
             _set_ad(mem, touched, write)
             if upper is not None:
                 pscache[lin >> 21] = upper
+            if wok is not None:
+                wok[0] = bool((write or entry & D) and (rw or (not user and not cfg.wp)))
             size_mask = (1 << shift) - 1
             phys = (entry & frame & ~size_mask) | (lin & size_mask)
             return phys, bool(entry & cfg.c_bit), bool(entry & G)
