@@ -466,6 +466,72 @@ def cmd_bench(args):
     return runner.bench(args.workload, args.scale, args.repeat, engines, plot)
 
 
+# -- pysev walk ----------------------------------------------------------------------
+
+def add_walk_parser(subparsers):
+    parser = subparsers.add_parser(
+        "walk", help="run firmware, then explain the page walk of one virtual address",
+        description="Build a PC machine as pysev run does, run --max-insns instructions, then "
+                    "explain, level by level, how the CPU's current CR3 and paging mode "
+                    "translate VA: each entry's bits, the SEV C-bit, reserved bits, and the "
+                    "physical address or the #PF error code.  Guest memory is not changed.")
+    parser.add_argument("va", metavar="VA", help="the virtual (linear) address, e.g. 0xfffff000")
+    parser.add_argument("--bios", "-bios", metavar="FILE", required=True, help="firmware image")
+    parser.add_argument("--max-insns", metavar="N", type=non_negative_int, required=True,
+                        help="run N guest instructions before explaining the walk")
+    parser.add_argument("--svg", metavar="FILE", help="also draw the walk as SVG into FILE")
+    parser.add_argument("--write", action="store_true", help="explain a write access")
+    parser.add_argument("--user", action="store_true", help="explain a user (CPL 3) access")
+    for opt, kind in (("-object", "append"), ("-machine", "append"), ("-M", "append"),
+                      ("-m", "store"), ("-cpu", "store"), ("-serial", "append"),
+                      ("-global", "append")):
+        parser.add_argument(opt, action=kind, metavar="ARG", dest="run_" + opt.lstrip("-"),
+                            help=f"as {opt} of pysev run")
+    parser.set_defaults(func=cmd_walk)
+
+
+def cmd_walk(args):
+    """``pysev walk VA --bios FILE --max-insns N``: pysev.teach.walk on a running machine."""
+    from pysev import machine as pm
+    from pysev.teach.svg import render
+    from pysev.teach.walk import explain, format_text
+
+    try:
+        va = int(args.va, 0)
+    except ValueError:
+        raise CliError(f"walk: bad virtual address '{args.va}' (give e.g. 0xfffff000)") from None
+    if not 0 <= va < 1 << 64:
+        raise CliError(f"walk: virtual address {args.va} is outside 0..2^64-1")
+    argv = ["-bios", args.bios, "-display", "none"]
+    for name in ("object", "machine", "M", "serial", "global"):
+        for value in getattr(args, "run_" + name) or ():
+            argv += ["-" + name, value]
+    for name in ("m", "cpu"):
+        if getattr(args, "run_" + name) is not None:
+            argv += ["-" + name, getattr(args, "run_" + name)]
+    if not args.run_serial:
+        argv += ["-serial", "null"]       # keep stdout for the explanation
+    try:
+        machine = pm.Machine.from_args(argv)
+    except pm.MachineError as exc:
+        raise CliError(f"walk: {str(exc).removeprefix('pysev run: ')}") from None
+    with machine:
+        reason = machine.run(max_insns=args.max_insns)
+        cpu = machine.cpu
+        expl = explain(machine.mem, cpu.cr3, va, cpu.paging,
+                       access="write" if args.write else "read", user=args.user)
+    print(f"pysev walk: after {machine.icount} instructions ({reason}), "
+          f"RIP {cpu.rip:#x}")
+    print(format_text(expl))
+    if args.svg:
+        try:
+            with open(args.svg, "w", encoding="utf-8") as f:
+                f.write(render(expl))
+        except OSError as exc:
+            raise CliError(f"walk: --svg: cannot write {args.svg}: {exc.strerror}", 1) from None
+    return 0
+
+
 # -- main -------------------------------------------------------------------------
 
 # (name, function adding the subparser); the order is the order in --help
@@ -474,6 +540,7 @@ SUBCOMMANDS = [
     ("run", add_run_parser),
     ("owner", add_owner_parser),
     ("bench", add_bench_parser),
+    ("walk", add_walk_parser),
 ]
 
 
