@@ -66,6 +66,28 @@ class PagingConfig:
         self.fetch_code_bit = nxe or smep
 
 
+class ReadOnlyView:
+    """Guest memory for a walk that must not change it (debuggers, explainers):
+    reads pass through, accessed/dirty updates are dropped."""
+
+    def __init__(self, mem):
+        self.mem = mem
+
+    def read(self, addr, size):
+        return self.mem.read(addr, size)
+
+    def write(self, addr, size, value):
+        pass
+
+
+def root_and_shifts(cr3, cfg):
+    """The top table's address and the linear-address shift of each level (64-bit entries)."""
+    if cfg.levels == 3:
+        return cr3 & 0xFFFFFFE0, (30, 21, 12)
+    shifts = (48, 39, 30, 21, 12) if cfg.levels == 5 else (39, 30, 21, 12)
+    return cr3 & cfg.frame, shifts
+
+
 def walk(mem, cr3, lin, access, user, cfg, ac=False, pscache=None, wok=None):
     """Translate linear address `lin`.
 
@@ -92,12 +114,7 @@ def walk(mem, cr3, lin, access, user, cfg, ac=False, pscache=None, wok=None):
     fetch = access == ACCESS_FETCH
     ecode = (PF_W if write else 0) | (PF_U if user else 0) | (
         PF_I if fetch and cfg.fetch_code_bit else 0)
-    if cfg.levels == 3:
-        table = cr3 & 0xFFFFFFE0
-        shifts = (30, 21, 12)
-    else:
-        table = cr3 & cfg.frame
-        shifts = (48, 39, 30, 21, 12) if cfg.levels == 5 else (39, 30, 21, 12)
+    table, shifts = root_and_shifts(cr3, cfg)
     rw = us = True
     nx = False
     touched = []

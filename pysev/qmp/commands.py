@@ -339,29 +339,17 @@ def qmp_pmemsave(machine, val, size, filename):
     return {}
 
 
-class _NoWrites:
-    """Guest memory for a debug page walk: reads pass, accessed/dirty updates do not."""
-
-    def __init__(self, mem):
-        self.mem = mem
-
-    def read(self, addr, size):
-        return self.mem.read(addr, size)
-
-    def write(self, addr, size, value):
-        pass
-
 
 def debug_translate(machine, linear):
     """The physical address of a linear (virtual) address as the CPU maps it now,
     or None; the walk sets no accessed or dirty bits."""
-    from pysev.mem.paging import ACCESS_READ, PageFault, walk
+    from pysev.mem.paging import ACCESS_READ, PageFault, ReadOnlyView, walk
     cpu = machine.cpu
     cfg = getattr(cpu, "paging", None)
     if cfg is None or not cfg.levels:
         return linear & 0xFFFFFFFF
     try:
-        phys, _private, _global = walk(_NoWrites(machine.mem), cpu.cr3, linear, ACCESS_READ,
+        phys, _private, _global = walk(ReadOnlyView(machine.mem), cpu.cr3, linear, ACCESS_READ,
                                        False, cfg, ac=True)
     except PageFault:
         return None

@@ -11,8 +11,9 @@ masks of the :class:`~pysev.mem.paging.PagingConfig`.  Explaining a walk never
 changes guest memory.
 """
 
-from pysev.mem.paging import (ACCESS_FETCH, ACCESS_READ, ACCESS_WRITE, P, PS,
-                              PF_I, PF_P, PF_RSVD, PF_U, PF_W, PageFault, describe_mode, walk)
+from pysev.mem.paging import (ACCESS_FETCH, ACCESS_READ, ACCESS_WRITE, P, PF_I, PF_P,
+                              PF_RSVD, PF_U, PF_W, PS, PageFault, ReadOnlyView,
+                              describe_mode, root_and_shifts, walk)
 
 FIELD_NAMES = ("P", "RW", "US", "PWT", "PCD", "A", "D", "PS", "G", "NX")
 FIELD_BITS = {"P": 0, "RW": 1, "US": 2, "PWT": 3, "PCD": 4, "A": 5, "D": 6, "PS": 7,
@@ -20,19 +21,6 @@ FIELD_BITS = {"P": 0, "RW": 1, "US": 2, "PWT": 3, "PCD": 4, "A": 5, "D": 6, "PS"
 ACCESSES = {"read": ACCESS_READ, "write": ACCESS_WRITE, "fetch": ACCESS_FETCH}
 LEVEL_NAMES = {48: "PML5", 39: "PML4", 30: "PDPT", 21: "PD", 12: "PT"}
 PAGE_SIZES = {12: "4 KiB", 21: "2 MiB", 22: "4 MiB", 30: "1 GiB"}
-
-
-class ReadOnlyMemory:
-    """A view of guest memory whose writes are dropped (no A/D updates)."""
-
-    def __init__(self, mem):
-        self._mem = mem
-
-    def read(self, addr, size):
-        return self._mem.read(addr, size)
-
-    def write(self, addr, size, value):
-        pass
 
 
 class Level:
@@ -111,12 +99,7 @@ def _decode_32(mem, cr3, va, cfg, levels):
 
 
 def _decode_64(mem, cr3, va, cfg, levels):
-    if cfg.levels == 3:
-        table = cr3 & 0xFFFFFFE0
-        shifts = (30, 21, 12)
-    else:
-        table = cr3 & cfg.frame
-        shifts = (48, 39, 30, 21, 12) if cfg.levels == 5 else (39, 30, 21, 12)
+    table, shifts = root_and_shifts(cr3, cfg)
     for shift in shifts:
         pae_pdpte = cfg.levels == 3 and shift == 30
         index = (va >> 30) & 3 if pae_pdpte else (va >> shift) & 0x1FF
@@ -168,7 +151,7 @@ def explain(mem, cr3, va, cfg, access="read", user=False, ac=False):
             expl.fault, expl.error_code = "#GP", 0
             expl.reason = "non-canonical address: no walk takes place"
             return expl
-    view = ReadOnlyMemory(mem)
+    view = ReadOnlyView(mem)
     if cfg.levels == 2:
         _decode_32(view, cr3, va, cfg, expl.levels)
     else:
