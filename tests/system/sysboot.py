@@ -233,6 +233,25 @@ RECORD_FIELDS = ("vector", "error", "cr2", "rip", "cs", "rflags", "rsp", "ss",
                  "frame", "handler_ss", "rax", "rbx")
 
 
+def stub_table(common):
+    """256 interrupt stubs, 16 bytes apart from label idt_stub_0: each pushes a dummy
+    error code where the CPU pushes none, then its vector, and jumps to `common`."""
+    return f"""align 16
+idt_stub_0:
+%assign v 0
+%rep 256
+align 16
+%if v == 8 || (v >= 10 && v <= 14) || v == 17 || v == 21 || v == 29 || v == 30
+%else
+    push 0
+%endif
+    push v
+    jmp {common}
+%assign v v+1
+%endrep
+"""
+
+
 def idt64(cs=0x18, base=0x20000, dpl3=(), ist=None):
     """(setup, stubs) assembly for a 256-entry 64-bit IDT of interrupt gates to `cs`.
 
@@ -302,20 +321,7 @@ align 8
 idt_ptr:
     dw 4095
     dq {base:#x}
-align 16
-idt_stub_0:
-%assign v 0
-%rep 256
-align 16
-%if v == 8 || (v >= 10 && v <= 14) || v == 17 || v == 21 || v == 29 || v == 30
-%else
-    push 0
-%endif
-    push v
-    jmp idt_common
-%assign v v+1
-%endrep
-"""
+""" + stub_table("idt_common")
     return setup, stubs
 
 
@@ -389,20 +395,7 @@ align 8
 idt_ptr:
     dw 2047
     dd {base:#x}
-align 16
-idt_stub_0:
-%assign v 0
-%rep 256
-align 16
-%if v == 8 || (v >= 10 && v <= 14) || v == 17 || v == 21 || v == 29 || v == 30
-%else
-    push 0
-%endif
-    push v
-    jmp idt_common
-%assign v v+1
-%endrep
-"""
+""" + stub_table("idt_common")
     return setup, stubs
 
 

@@ -1,8 +1,7 @@
 """Exceptions delivered through a 64-bit IDT: vectors, error codes, CR2, saved RIP; triple fault."""
 
-import pytest
 
-from sysboot import boot
+from sysboot import boot, stub_table
 
 RESULTS = 0x30000
 COUNT = 0x2FFF0
@@ -11,7 +10,7 @@ RESUME = 0x2FFF8
 IDT_SETUP = r"""
     mov qword [0x2FFF0], 0
     mov rdi, 0x20000
-    mov rsi, stub_0
+    mov rsi, idt_stub_0
     mov ecx, 256
 .idt:
     mov rax, rsi
@@ -48,20 +47,7 @@ isr_common:
 idt_ptr:
     dw 4095
     dq 0x20000
-align 16
-stub_0:
-%assign v 0
-%rep 256
-align 16
-%if v == 8 || (v >= 10 && v <= 14) || v == 17 || v == 21 || v == 29 || v == 30
-%else
-    push 0
-%endif
-    push v
-    jmp isr_common
-%assign v v+1
-%endrep
-"""
+""" + stub_table("isr_common")
 
 
 def results(cpu, n):
