@@ -294,18 +294,26 @@ def cmd_run(argv):
     if opts.help:
         print(helps[opts.help]())
         return 0
-    if opts.bios is None:
+    if opts.load_snapshot is not None:
+        conflicts = opts.snapshot_conflicts()
+        if conflicts:
+            raise CliError(f"pysev run: --load-snapshot: {', '.join(conflicts)} cannot be "
+                           "given: the machine's configuration comes from the snapshot",
+                           2, raw=True)
+    elif opts.bios is None:
         raise CliError("pysev run: no firmware: give -bios FILE (pysev run -help lists "
                        "the options)", 2, raw=True)
     if opts.start_paused and opts.qmp is None:
         raise CliError("pysev run: -S needs -qmp: without a monitor nothing could start "
                        "the paused machine", 2, raw=True)
-    if opts.state_json is not None:
-        try:
-            open(opts.state_json, "w").close()
-        except OSError as exc:
-            raise CliError(f"pysev run: --state-json: cannot write '{opts.state_json}': "
-                           f"{exc.strerror}", 2, raw=True) from None
+    for option, path in (("--state-json", opts.state_json),
+                         ("--save-snapshot", opts.save_snapshot)):
+        if path is not None:
+            try:
+                open(path, "w").close()
+            except OSError as exc:
+                raise CliError(f"pysev run: {option}: cannot write '{path}': "
+                               f"{exc.strerror}", 2, raw=True) from None
 
     # serial ports on stdio share one sink that remembers whether a line is open
     tail = TailTracker(stdout_sink())
@@ -315,7 +323,16 @@ def cmd_run(argv):
     if kwargs["debugcon"] in ("stdio", "mon:stdio"):
         kwargs["debugcon"] = tail
     try:
-        machine = pm.Machine(**kwargs)
+        if opts.load_snapshot is not None:
+            from pysev.snapshot import SnapshotError
+            host = opts.host_kwargs()
+            host["serial"], host["debugcon"] = kwargs["serial"], kwargs["debugcon"] or "null"
+            try:
+                machine = pm.Machine.load_snapshot(opts.load_snapshot, **host)
+            except SnapshotError as exc:
+                raise CliError(f"pysev run: --load-snapshot: {exc}", 2, raw=True) from None
+        else:
+            machine = pm.Machine(**kwargs)
     except pm.MachineError as exc:
         raise CliError(str(exc), 2, raw=True) from None
 
@@ -336,6 +353,13 @@ def cmd_run(argv):
             exit_code = 1
         if opts.state_json is not None:
             machine.write_state_json(opts.state_json)
+        if opts.save_snapshot is not None:
+            from pysev.snapshot import SnapshotError
+            try:
+                machine.save_snapshot(opts.save_snapshot)
+            except SnapshotError as exc:
+                print(f"pysev run: --save-snapshot: {exc}", file=sys.stderr)
+                exit_code = 1
     sys.stdout.flush()
     lead = "" if tail.at_line_start else "\n"
     print(f"{lead}pysev: stopped after {machine.icount} instructions ({reason})",
@@ -470,38 +494,46 @@ def cmd_bench(args):
 
 def add_walk_parser(subparsers):
     parser = subparsers.add_parser(
-        "walk", help="run firmware, then explain the page walk of one virtual address",
-        description="Build a PC machine as pysev run does, run --max-insns instructions, then "
-                    "explain, level by level, how the CPU's current CR3 and paging mode "
+        "walk", help="explain the page walk of one virtual address in a guest",
+        description="Explain, level by level, how a guest's current CR3 and paging mode "
                     "translate VA: each entry's bits, the SEV C-bit, reserved bits, and the "
-                    "physical address or the #PF error code.  Guest memory is not changed.")
+                    "physical address or the #PF error code.  The guest is a machine built "
+                    "as pysev run does and run for --max-insns instructions (--bios), a "
+                    "snapshot (--snapshot), or a running guest, pysev's or QEMU's, behind a "
+                    "QMP socket (--qmp).  Guest memory is not changed.")
     parser.add_argument("va", metavar="VA", help="the virtual (linear) address, e.g. 0xfffff000")
-    parser.add_argument("--bios", "-bios", metavar="FILE", required=True, help="firmware image")
-    parser.add_argument("--max-insns", metavar="N", type=non_negative_int, required=True,
-                        help="run N guest instructions before explaining the walk")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bios", "-bios", metavar="FILE", help="firmware image to run")
+    source.add_argument("--snapshot", metavar="FILE",
+                        help="a pysev snapshot (pysev run --save-snapshot, QMP migrate)")
+    source.add_argument("--qmp", metavar="SOCKET",
+                        help="the QMP socket of a running guest (PATH or unix:PATH)")
+    parser.add_argument("--max-insns", metavar="N", type=non_negative_int,
+                        help="run N guest instructions before explaining the walk (needed "
+                             "with --bios; with --snapshot, N more, default 0)")
     parser.add_argument("--svg", metavar="FILE", help="also draw the walk as SVG into FILE")
+    parser.add_argument("--png", metavar="FILE",
+                        help="also draw the walk as PNG into FILE (needs matplotlib: "
+                             "pip install 'pysev[plot]')")
     parser.add_argument("--write", action="store_true", help="explain a write access")
     parser.add_argument("--user", action="store_true", help="explain a user (CPL 3) access")
     for opt, kind in (("-object", "append"), ("-machine", "append"), ("-M", "append"),
                       ("-m", "store"), ("-cpu", "store"), ("-serial", "append"),
                       ("-global", "append")):
         parser.add_argument(opt, action=kind, metavar="ARG", dest="run_" + opt.lstrip("-"),
-                            help=f"as {opt} of pysev run")
+                            help=f"as {opt} of pysev run (with --bios)")
     parser.set_defaults(func=cmd_walk)
 
 
-def cmd_walk(args):
-    """``pysev walk VA --bios FILE --max-insns N``: pysev.teach.walk on a running machine."""
-    from pysev import machine as pm
-    from pysev.teach.svg import render
-    from pysev.teach.walk import explain, format_text
+_WALK_MACHINE_OPTIONS = ("object", "machine", "M", "m", "cpu", "serial", "global")
 
-    try:
-        va = int(args.va, 0)
-    except ValueError:
-        raise CliError(f"walk: bad virtual address '{args.va}' (give e.g. 0xfffff000)") from None
-    if not 0 <= va < 1 << 64:
-        raise CliError(f"walk: virtual address {args.va} is outside 0..2^64-1")
+
+def _walk_machine_options(args):
+    """Whether any pysev-run machine option was given to pysev walk."""
+    return any(getattr(args, "run_" + name) for name in _WALK_MACHINE_OPTIONS)
+
+
+def _walk_machine_argv(args):
     argv = ["-bios", args.bios, "-display", "none"]
     for name in ("object", "machine", "M", "serial", "global"):
         for value in getattr(args, "run_" + name) or ():
@@ -511,24 +543,107 @@ def cmd_walk(args):
             argv += ["-" + name, getattr(args, "run_" + name)]
     if not args.run_serial:
         argv += ["-serial", "null"]       # keep stdout for the explanation
-    try:
-        machine = pm.Machine.from_args(argv)
-    except pm.MachineError as exc:
-        raise CliError(f"walk: {str(exc).removeprefix('pysev run: ')}") from None
+    return argv
+
+
+def _walk_local(args, va, access):
+    """(heading, explanation) for --bios and --snapshot: a machine in this process."""
+    from pysev import machine as pm
+    from pysev.teach.walk import explain
+
+    if args.snapshot is not None:
+        from pysev.snapshot import SnapshotError
+        try:
+            machine = pm.Machine.load_snapshot(args.snapshot, serial="null")
+        except SnapshotError as exc:
+            raise CliError(f"walk: --snapshot: {exc}") from None
+        origin = f"snapshot {args.snapshot}"
+    else:
+        if args.max_insns is None:
+            raise CliError("walk: --bios needs --max-insns N (how far to run the firmware)")
+        try:
+            machine = pm.Machine.from_args(_walk_machine_argv(args))
+        except pm.MachineError as exc:
+            raise CliError(f"walk: {str(exc).removeprefix('pysev run: ')}") from None
+        origin = None
     with machine:
-        reason = machine.run(max_insns=args.max_insns)
+        reason = machine.run(max_insns=args.max_insns or 0) if args.max_insns or not origin \
+            else None
         cpu = machine.cpu
-        expl = explain(machine.mem, cpu.cr3, va, cpu.paging,
-                       access="write" if args.write else "read", user=args.user)
-    print(f"pysev walk: after {machine.icount} instructions ({reason}), "
-          f"RIP {cpu.rip:#x}")
+        expl = explain(machine.mem, cpu.cr3, va, cpu.paging, access=access, user=args.user)
+    if origin is None:
+        head = f"pysev walk: after {machine.icount} instructions ({reason}), RIP {cpu.rip:#x}"
+    elif reason is None:
+        head = f"pysev walk: {origin}, after {machine.icount} instructions, RIP {cpu.rip:#x}"
+    else:
+        head = (f"pysev walk: {origin}, run on to {machine.icount} instructions ({reason}), "
+                f"RIP {cpu.rip:#x}")
+    return head, expl
+
+
+def _walk_qmp(args, va, access):
+    """(heading, explanation) for --qmp: a guest in another process, pysev or QEMU."""
+    from pysev.qmp.client import QMPClient, QMPClientError
+    from pysev.teach.remote import RemoteError, qmp_target
+    from pysev.teach.walk import explain
+
+    if args.max_insns is not None or _walk_machine_options(args):
+        raise CliError("walk: --qmp explains the guest as it is: machine options and "
+                       "--max-insns do not apply")
+    path = args.qmp.removeprefix("unix:").split(",")[0]
+    try:
+        with QMPClient(path, timeout=10) as qmp:
+            target = qmp_target(qmp)
+            expl = explain(target.mem, target.cr3, va, target.paging, access=access,
+                           user=args.user)
+    except OSError as exc:
+        raise CliError(f"walk: --qmp: cannot connect to '{path}': "
+                       f"{exc.strerror or exc}") from None
+    except QMPClientError as exc:
+        raise CliError(f"walk: --qmp: {exc.desc}") from None
+    except RemoteError as exc:
+        raise CliError(f"walk: --qmp: {exc}") from None
+    rip = target.registers.get("RIP")
+    where = "" if rip is None else f", RIP {rip:#x}"
+    return f"pysev walk: the guest behind {path}{where}", expl
+
+
+def cmd_walk(args):
+    """``pysev walk VA (--bios FILE --max-insns N | --snapshot FILE | --qmp SOCKET)``."""
+    from pysev.teach.walk import format_text
+
+    try:
+        va = int(args.va, 0)
+    except ValueError:
+        raise CliError(f"walk: bad virtual address '{args.va}' (give e.g. 0xfffff000)") from None
+    if not 0 <= va < 1 << 64:
+        raise CliError(f"walk: virtual address {args.va} is outside 0..2^64-1")
+    if args.bios is None and _walk_machine_options(args):
+        raise CliError("walk: machine options (-object, -machine, -m, -cpu, -serial, -global) "
+                       "go with --bios; a snapshot or a QMP guest brings its own")
+    access = "write" if args.write else "read"
+    if args.qmp is not None:
+        head, expl = _walk_qmp(args, va, access)
+    else:
+        head, expl = _walk_local(args, va, access)
+    print(head)
     print(format_text(expl))
     if args.svg:
+        from pysev.teach.svg import render
         try:
             with open(args.svg, "w", encoding="utf-8") as f:
                 f.write(render(expl))
         except OSError as exc:
             raise CliError(f"walk: --svg: cannot write {args.svg}: {exc.strerror}", 1) from None
+    if args.png:
+        from pysev.teach.picture import PictureError
+        from pysev.teach.png import render_png
+        try:
+            render_png(expl, args.png)
+        except PictureError as exc:
+            raise CliError(f"walk: --png: {exc}", 1) from None
+        except OSError as exc:
+            raise CliError(f"walk: --png: cannot write {args.png}: {exc.strerror}", 1) from None
     return 0
 
 

@@ -273,8 +273,11 @@ _OPTIONS = {
     "d": True, "D": True, "singlestep": False, "accel": True, "smp": True, "global": True,
     "max-insns": True, "state-json": True, "h": False, "help": False,
     "object": True, "kernel": True, "initrd": True, "append": True,
-    "S": False, "qmp": True,
+    "S": False, "qmp": True, "save-snapshot": True, "load-snapshot": True, "seed": True,
 }
+# the options that define the machine itself: with --load-snapshot they come from the file
+MACHINE_DEFINING = ("bios", "m", "cpu", "machine", "M", "object", "kernel", "initrd", "append",
+                    "global", "no-reboot")
 
 RUN_USAGE = """\
 usage: pysev run -bios FILE [options]
@@ -306,6 +309,13 @@ Run x86 firmware on a pysev PC (QEMU-style options).
   -qmp unix:PATH,server=on,wait=off   serve QMP on a UNIX socket (mode 0600) while
                         the guest runs (legacy spelling: unix:PATH,server,nowait)
   -S                    start paused: the QMP command cont starts the guest
+  -seed N               RDRAND gives a deterministic sequence seeded with N (as QEMU's
+                        -seed), so that runs repeat exactly; default: host randomness
+  --save-snapshot FILE  at exit, save the whole machine to FILE (a pysev snapshot:
+                        CPU, memory, devices, SEV state, never keys)
+  --load-snapshot FILE  start from a snapshot instead of -bios: the machine's
+                        configuration comes from FILE; give only host options
+                        (-serial, -debugcon, -d, -D, -S, -qmp, --max-insns, ...)
 """
 
 
@@ -332,6 +342,22 @@ class RunOptions:
         self.help = None              # "usage", "cpu", "machine", "d" or ("object", TYPE)
         self.start_paused = False     # -S
         self.qmp = None               # -qmp: the socket path
+        self.save_snapshot = None
+        self.load_snapshot = None
+        self.seed = None
+        self.given = []               # option names in the order given
+
+    def snapshot_conflicts(self):
+        """The machine-defining options given with --load-snapshot, as typed (-m, -bios)."""
+        return ["-machine" if n == "M" else "-" + n
+                for n in dict.fromkeys(self.given) if n in MACHINE_DEFINING]
+
+    def host_kwargs(self):
+        """What Machine.load_snapshot takes besides the file: the host side."""
+        return dict(serial=self.serial or ["stdio"], debugcon=self.debugcon or "null",
+                    log_items=self.log_items, log=self.log_file, single_step=self.single_step,
+                    max_insns=self.max_insns, state_json=self.state_json,
+                    start_paused=self.start_paused, qmp=self.qmp)
 
     def machine_kwargs(self):
         return dict(bios=self.bios, memory=self.memory, cpu=self.cpu, machine=self.machine,
@@ -341,13 +367,13 @@ class RunOptions:
                     max_insns=self.max_insns, state_json=self.state_json,
                     objects=self.objects, memory_encryption=self.memory_encryption,
                     kernel=self.kernel, initrd=self.initrd, append=self.append,
-                    start_paused=self.start_paused, qmp=self.qmp)
+                    start_paused=self.start_paused, qmp=self.qmp, seed=self.seed)
 
 
 def supported_options():
     """The option names `pysev run` accepts, as a short comma-separated list."""
-    names = [("--" if len(n) > 2 and n in ("max-insns", "state-json") else "-") + n
-             for n in _OPTIONS if n not in ("h", "help", "M")]
+    names = [("--" if n in ("max-insns", "state-json", "save-snapshot", "load-snapshot")
+              else "-") + n for n in _OPTIONS if n not in ("h", "help", "M")]
     return ", ".join(names)
 
 
@@ -378,6 +404,7 @@ def parse_args(argv):
             i += 1
         elif not _OPTIONS[name] and value is not None:
             raise MachineError(f"option '-{name}' takes no argument")
+        opts.given.append("M" if name == "machine" else name)
         _apply(opts, name, value)
         if opts.help:
             return opts
@@ -482,6 +509,15 @@ def _apply(opts, name, value):
         opts.state_json = value
     elif name == "S":
         opts.start_paused = True
+    elif name == "seed":
+        try:
+            opts.seed = int(value, 0)
+        except ValueError:
+            raise MachineError(f"-seed: invalid seed number '{value}'") from None
+        if not 0 <= opts.seed < 1 << 64:
+            raise MachineError(f"-seed: invalid seed number '{value}'")
+    elif name in ("save-snapshot", "load-snapshot"):
+        setattr(opts, name.replace("-", "_"), value)
     elif name == "qmp":
         from pysev.qmp.server import parse_qmp_option
         if opts.qmp is not None:
@@ -546,22 +582,33 @@ class Machine:
         :meth:`run` runs the guest
     start_paused
         ``-S``: :meth:`run` waits for the QMP command ``cont`` before the guest starts
+    seed
+        an integer: RDRAND returns a deterministic sequence seeded with it (QEMU's -seed)
+    object_warnings
+        print the objects' warnings (off when a snapshot rebuilds a machine without keys)
     """
 
     def __init__(self, bios, memory=DEFAULT_RAM, cpu=DEFAULT_CPU, machine=DEFAULT_MACHINE,
                  serial="stdio", debugcon=None, debugcon_port=DEBUGCON_PORT, no_reboot=False,
                  log_items=(), log=None, single_step=False, max_insns=None, state_json=None,
                  objects=(), memory_encryption=None, kernel=None, initrd=None, append=None,
-                 qmp=None, start_paused=False):
+                 qmp=None, start_paused=False, object_warnings=True, seed=None):
         self._files = []
         self.sev = None
         self.objects = {}
+        # what built the machine, for snapshots (pysev.snapshot)
+        self.object_specs = [(otype, oid, dict(props)) for otype, oid, props in objects]
+        self.memory_encryption = memory_encryption
+        self.append = append
+        self.kernel_data = self.initrd_data = None
         self._init_requests(start_paused)
         try:
             self._build(bios, memory, cpu, machine, serial, debugcon, debugcon_port,
                         no_reboot, log_items, log, single_step, max_insns, state_json)
+            self.cpu.seed_random(seed)
             self._build_objects(objects, memory_encryption, image_bytes=self._image,
-                                kernel=kernel, initrd=initrd, append=append)
+                                kernel=kernel, initrd=initrd, append=append,
+                                warn=object_warnings)
             if qmp is not None:
                 from pysev.qmp.server import QMPServer
                 try:
@@ -625,7 +672,8 @@ class Machine:
         self.tracer.log_reset(power_on=True)
 
     # ---- confidential computing -------------------------------------------------------------
-    def _build_objects(self, objects, memory_encryption, image_bytes, kernel, initrd, append):
+    def _build_objects(self, objects, memory_encryption, image_bytes, kernel, initrd, append,
+                       warn=True):
         """-object and -machine memory-encryption=: create the objects, then start the
         SEV launch against the emulated firmware (see pysev.sev.launch)."""
         from pysev.sev import QomError, object_new
@@ -640,11 +688,11 @@ class Machine:
                     obj = object_new(otype, oid, props)
             except QomError as exc:
                 raise MachineError(f"-object {otype}: {exc}") from None
-            for w in caught:
+            for w in caught if warn else ():
                 print(f"pysev: warning: {w.message}", file=sys.stderr)
             self.objects[oid] = obj
-        kernel_data = self._read_input(kernel, "-kernel")
-        initrd_data = self._read_input(initrd, "-initrd")
+        kernel_data = self.kernel_data = self._read_input(kernel, "-kernel")
+        initrd_data = self.initrd_data = self._read_input(initrd, "-initrd")
         self._build_fw_cfg(kernel_data, initrd_data, append, sev=memory_encryption is not None)
         if memory_encryption is None:
             self._install_sev_cpu(None)
@@ -673,8 +721,8 @@ class Machine:
         self.sev.machine_init_done()
 
     def _read_input(self, path, option):
-        if path is None:
-            return None
+        if path is None or isinstance(path, bytes):
+            return path
         try:
             with open(path, "rb") as f:
                 return f.read()
@@ -1069,6 +1117,20 @@ class Machine:
             "cr0": cpu.cr0, "cr2": cpu.cr2, "cr3": cpu.cr3, "cr4": cpu.cr4,
             "efer": cpu.efer,
         }
+
+    def save_snapshot(self, path):
+        """Save the whole machine (CPU, memory, devices, SEV state; never keys) to *path*;
+        see :mod:`pysev.snapshot`.  Call it between runs or from a QMP command."""
+        from pysev import snapshot
+        return snapshot.save(self, path)
+
+    @classmethod
+    def load_snapshot(cls, path, serial="stdio", debugcon="null", **host):
+        """A machine in the state :meth:`save_snapshot` wrote to *path*.  *serial* (one
+        sink for every saved UART, or a list), *debugcon* and *host* (log_items, log,
+        single_step, max_insns, state_json, qmp, start_paused) are the host side."""
+        from pysev import snapshot
+        return snapshot.load(cls, path, serial=serial, debugcon=debugcon, **host)
 
     def write_state_json(self, path=None):
         """Write :meth:`state_dict` as JSON to *path* (default: the --state-json file)."""

@@ -204,7 +204,7 @@ def bind(cpu):
 
     @helper
     def rdrand(size):
-        return int.from_bytes(os.urandom(size), "little")
+        return int.from_bytes(cpu.guest_random(size), "little")
 
     # ---- port I/O ---------------------------------------------------------------------------
     @helper

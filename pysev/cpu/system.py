@@ -12,6 +12,9 @@ the high dword (type, S, DPL, P, AVL, L, D/B, G) at the same positions.
    31..24 base  23 G  22 D/B  21 L  20 AVL  19..16 limit  15 P  14..13 DPL  12 S  11..8 type  7..0 base
 """
 
+import os
+import random
+
 from decoder.records import ES, CS, SS, DS, FS, GS
 from pysev.mem.paging import PagingConfig
 from .faults import GuestFault, DE, UD, DF, TS, NP, SS as SS_FAULT, GP, PF
@@ -81,6 +84,22 @@ def canonical(addr, bits=48):
     return top == 0 or top == (1 << (65 - bits)) - 1
 
 
+def paging_config(cr0, cr4, efer, phys_bits, c_bit=0, reduced_bits=0):
+    """The PagingConfig that control registers CR0, CR4 and EFER select (c_bit: the SEV
+    C-bit position, 0 without SEV)."""
+    if not cr0 & CR0_PG:
+        levels = 0
+    elif not cr4 & CR4_PAE:
+        levels = 2
+    elif efer & EFER_LMA:
+        levels = 5 if cr4 & CR4_LA57 else 4
+    else:
+        levels = 3
+    return PagingConfig(levels, phys_bits, nxe=bool(efer & EFER_NXE), wp=bool(cr0 & CR0_WP),
+                        smep=bool(cr4 & CR4_SMEP), smap=bool(cr4 & CR4_SMAP),
+                        pse=bool(cr4 & CR4_PSE), c_bit=c_bit, reduced_bits=reduced_bits)
+
+
 class SystemMixin:
     """System-architecture behaviour of the CPU (mixed into pysev.cpu.CPU)."""
 
@@ -108,6 +127,18 @@ class SystemMixin:
         self.exception_log = None
         self.log_cr = None
         self.interrupt_shadow = None
+        self.seed_random(None)
+
+    def seed_random(self, seed):
+        """RDRAND's source: the host's (seed None) or, as QEMU's -seed, a deterministic
+        generator, so that a run (and a run from a snapshot) can be repeated exactly."""
+        self.random_seed = seed
+        if seed is None:
+            self.rng = None
+            self.guest_random = os.urandom
+        else:
+            self.rng = random.Random(seed)
+            self.guest_random = self.rng.randbytes
 
     # ---- reset ----------------------------------------------------------------------
     def reset(self):
@@ -160,19 +191,8 @@ class SystemMixin:
 
     def update_paging(self):
         """Recompute the page-walk masks; called when CR0, CR4, EFER or the address width change."""
-        if not (self.cr0 & CR0_PG):
-            levels = 0
-        elif not (self.cr4 & CR4_PAE):
-            levels = 2
-        elif self.efer & EFER_LMA:
-            levels = 5 if self.cr4 & CR4_LA57 else 4
-        else:
-            levels = 3
-        self.paging = PagingConfig(
-            levels, self.phys_bits, nxe=bool(self.efer & EFER_NXE),
-            wp=bool(self.cr0 & CR0_WP), smep=bool(self.cr4 & CR4_SMEP),
-            smap=bool(self.cr4 & CR4_SMAP), pse=bool(self.cr4 & CR4_PSE),
-            c_bit=self.sev_c_bit, reduced_bits=self.sev_reduced_bits)
+        self.paging = paging_config(self.cr0, self.cr4, self.efer, self.phys_bits,
+                                    self.sev_c_bit, self.sev_reduced_bits)
         self.flush_tlb(everything=True)
 
     # ---- implicit (supervisor) memory accesses to system structures -----------------------

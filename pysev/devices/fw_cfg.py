@@ -242,6 +242,12 @@ class FwCfg:
             return None
         return self.items[1 if key & FW_CFG_ARCH_LOCAL else 0].get(entry)
 
+    def items_by_key(self):
+        """(selector, Item) for every item, generic then arch-local."""
+        for local, table in enumerate(self.items):
+            for entry, item in sorted(table.items()):
+                yield (entry | (FW_CFG_ARCH_LOCAL if local else 0)), item
+
     def data(self, key):
         """The bytes of item *key* (a selector or a file name); b"" when it is empty or unset."""
         if isinstance(key, str):

@@ -93,6 +93,7 @@ class SevGuestContext:
         self.handle = 0
         self._tik = self._tek = None
         self._digest = hashlib.sha256()
+        self._final_digest = None      # set when restored from a snapshot
         self._measure = None           # HMAC part of the last LAUNCH_MEASURE
         self._rng = rng
         self.updates = []              # (gpa, length) of each LAUNCH_UPDATE_DATA, for reports
@@ -101,6 +102,11 @@ class SevGuestContext:
     def __repr__(self):
         return (f"<SevGuestContext state={STATE_NAMES[self.state]} policy={self.policy:#x} "
                 f"handle={self.handle}>")
+
+    def _need_keys(self):
+        if self._tik is None:
+            raise SevFirmwareError(INVALID_GUEST_STATE, "the guest's transport keys are not "
+                                   "here (it was restored from a snapshot, which holds none)")
 
     def _need(self, *states):
         if self.state not in states:
@@ -122,6 +128,7 @@ class SevGuestContext:
 
     def launch_update_data(self, data, gpa=0):
         self._need(LUPDATE)
+        self._need_keys()
         self._digest.update(data)
         self.updates.append((gpa, len(data)))
 
@@ -134,11 +141,27 @@ class SevGuestContext:
 
     @property
     def launch_digest(self):
-        return self._digest.digest()
+        return self._digest.digest() if self._final_digest is None else self._final_digest
+
+    # ---- restoring a snapshot (pysev.snapshot): the state, never the keys --------------
+    def restore_digest(self, digest):
+        """The launch digest as saved; no further LAUNCH_UPDATE can extend it."""
+        self._final_digest = bytes(digest)
+
+    def restore_measure(self, measure):
+        self._measure = None if measure is None else bytes(measure)
+
+    def drop_keys(self):
+        self._tik = self._tek = None
+
+    @property
+    def has_keys(self):
+        return self._tik is not None
 
     def launch_measure(self, mnonce=None):
         """Returns MEASURE (32 bytes) || MNONCE (16 bytes) and moves to LSECRET."""
         self._need(LUPDATE, LSECRET)
+        self._need_keys()
         mnonce = self._rng(MNONCE_LEN) if mnonce is None else bytes(mnonce)
         measure = measurement_hmac(self._tik, self.api_major, self.api_minor, self.build,
                                    self.policy, self.launch_digest, mnonce)
@@ -152,6 +175,7 @@ class SevGuestContext:
         Nothing is returned (so nothing is written) unless the MAC checks out.
         """
         self._need(LSECRET)
+        self._need_keys()
         if len(header) != SECRET_HEADER_LEN:
             raise SevFirmwareError(INVALID_LENGTH,
                                    f"packet header is {len(header)} bytes, expected 52")

@@ -190,7 +190,8 @@ def _hex(value, width):
 def format_text(expl):
     """A readable multi-line account of the walk."""
     who = "user" if expl.user else "supervisor"
-    out = [f"{expl.mode} paging, CR3 {expl.cr3:#x}, VA {expl.va:#x} ({expl.access}, {who})"]
+    mode = f"{expl.mode} paging" if expl.cfg.levels else "paging off"
+    out = [f"{mode}, CR3 {expl.cr3:#x}, VA {expl.va:#x} ({expl.access}, {who})"]
     if not expl.cfg.levels:
         out.append(f"-> physical {expl.physical:#x} (paging off: physical = linear)")
         return "\n".join(out)

@@ -183,7 +183,7 @@ def test_trace_goes_to_stderr_without_D(hello):
     (["-bios", "x.fd", "-foo"], "pysev run: unknown option '-foo' (supported: -bios, -m, -cpu, "
      "-machine, -serial, -debugcon, -display, -nographic, -no-reboot, -d, -D, -singlestep, "
      "-accel, -smp, -global, --max-insns, --state-json, -object, -kernel, -initrd, -append, "
-     "-S, -qmp)"),
+     "-S, -qmp, --save-snapshot, --load-snapshot, -seed)"),
     (["-bios", "x.fd", "-m", "12X"], "pysev run: -m: invalid size '12X'"),
     (["-machine", "virt"], "pysev run: -machine: unsupported machine type 'virt' "
                            "(supported: q35, pc)"),

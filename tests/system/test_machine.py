@@ -246,7 +246,7 @@ def test_bios_bytes_are_checked_too():
 
 SUPPORTED = ("-bios, -m, -cpu, -machine, -serial, -debugcon, -display, -nographic, -no-reboot,"
              " -d, -D, -singlestep, -accel, -smp, -global, --max-insns, --state-json, -object,"
-             " -kernel, -initrd, -append, -S, -qmp")
+             " -kernel, -initrd, -append, -S, -qmp, --save-snapshot, --load-snapshot, -seed")
 
 @pytest.mark.parametrize("argv, message", [
     (["-foo"], f"unknown option '-foo' (supported: {SUPPORTED})"),

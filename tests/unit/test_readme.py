@@ -87,3 +87,62 @@ def test_demo_sample_output_matches_the_demo():
     samples = [b for b in all_blocks(quick) if cli_tests.HEADER in b]
     assert len(samples) == 1, "the Quick start needs one sample output block of `pysev demo`"
     cli_tests.assert_lines_match(samples[0], cli_tests.demo_patterns())
+
+
+def _run(args, cwd):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "pysev", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+def test_walk_example_output_and_picture_are_current(tmp_path):
+    """The README's `pysev walk` command prints what the README shows and draws the
+    committed picture (docs/images/walk-sevguest.svg) byte for byte."""
+    import shlex
+    text = section(README, "Teaching C-bit paging: `pysev walk`, snapshots and the tutorial")
+    command = [b for b in fenced_blocks(text, "sh") if b.startswith("pysev walk")][0]
+    args = shlex.split(command.strip())[1:]
+    args = [str(ROOT / a) if a.startswith("pysev/guests/") else a for a in args]
+    result = _run(args, tmp_path)
+    assert result.returncode == 0, result.stderr
+    shown = [b for b in fenced_blocks(text, "text") if b.startswith("pysev walk:")][0]
+    assert result.stdout == shown
+    assert (tmp_path / "walk.svg").read_text() == \
+        (ROOT / "docs" / "images" / "walk-sevguest.svg").read_text()
+    assert (tmp_path / "walk.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "](docs/images/walk-sevguest.svg)" in text
+    assert "[docs/tutorial.md](docs/tutorial.md)" in text
+
+
+def test_snapshot_examples_run(tmp_path):
+    """The Snapshots section's commands and Python example, in order, in one directory."""
+    import shlex
+    text = section(README, "Teaching C-bit paging: `pysev walk`, snapshots and the tutorial")
+    keys = _run(["owner", "keygen", "--tik", "tik.bin", "--tek", "tek.bin"], tmp_path)
+    assert keys.returncode == 0, keys.stderr
+    (tmp_path / "pysev").symlink_to(ROOT / "pysev")
+    block = [b for b in fenced_blocks(text, "sh") if "--save-snapshot" in b][0]
+    outputs = []
+    for line in block.splitlines():
+        args = shlex.split(line.split("#")[0])
+        result = _run(args[1:], tmp_path)
+        assert result.returncode == 0, (line, result.stderr)
+        outputs.append(result)
+    assert outputs[0].stderr == "pysev: stopped after 12000 instructions (count)\n"
+    assert outputs[1].stdout.startswith("sevguest: long mode\n")
+    assert outputs[2].stdout.splitlines()[0].startswith(
+        "pysev walk: snapshot middle.pysev, run on to 25172 instructions (hlt)")
+    python = [b for b in fenced_blocks(text, "python") if "load_snapshot" in b][0]
+    import os
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(python.replace('serial="stdio"', 'serial="null"'), "README.md",
+                         "exec"), {"__name__": "readme_snapshot"})
+    finally:
+        os.chdir(here)
+    from pysev.snapshot import describe
+    assert "after 25172 instructions" in describe(tmp_path / "later.pysev")

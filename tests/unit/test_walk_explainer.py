@@ -4,24 +4,14 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from pysev.mem import PhysMem
 from pysev.mem.paging import PF_P, PF_RSVD, PF_U, PF_W, PagingConfig
 from pysev.teach.svg import render
 from pysev.teach.walk import explain, format_text
+from pagetables import memory, put
 
 C51 = 1 << 51
 OVMF = "/usr/share/ovmf/OVMF.fd"
 SVG = "{http://www.w3.org/2000/svg}"
-
-
-def memory():
-    mem = PhysMem()
-    mem.add_ram(0, 0x100000)
-    return mem
-
-
-def put(mem, table, index, value, size=8):
-    mem.write(table + index * size, size, value)
 
 
 def sev_cfg(levels=4):
