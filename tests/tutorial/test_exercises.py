@@ -205,3 +205,42 @@ def test_a_tampered_measurement(key_files, tmp_path, capsys):
     header, trans = package_secret(bytes(blob[:32]), TIK, TEK, table)
     host.qmp("sev-inject-launch-secret", **inject_arguments(header, trans, 0x800000))
     assert host.read_phys(0x800000, len(table)) == table
+
+
+# ---------------------------------------------------------------------------- exercise 6
+
+def test_find_the_cr3_switch_with_snapshots(key_files, tmp_path):
+    """Bisect between 12,000 (the snapshot) and 25,172 (the hlt): each probe starts a
+    fresh machine from the same file, so every probe sees the same guest."""
+    tik, tek = key_files
+    kwargs = parse_args(["-bios", str(SEVGUEST), "-seed", "1",
+                         "-machine", "q35,memory-encryption=sev0",
+                         "-object", f"sev-emulated,id=sev0,tik={tik},tek={tek}"]
+                        ).machine_kwargs()
+    kwargs["serial"] = "null"
+    first = Machine(**kwargs)
+    first.run(max_insns=12_000)
+    snap = tmp_path / "middle.pysev"
+    first.save_snapshot(snap)
+
+    def cr3_after(n):
+        m = Machine.load_snapshot(snap, serial="null")
+        m.run(max_insns=n - m.icount)
+        assert m.icount == n
+        return m
+
+    lo, hi = 12_000, 25_172             # no C-bit in CR3 at lo; the guest has switched by hi
+    assert not cr3_after(lo).cpu.cr3 >> 51 & 1 and cr3_after(hi).cpu.cr3 >> 51 & 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if cr3_after(mid).cpu.cr3 >> 51 & 1:
+            hi = mid
+        else:
+            lo = mid
+    assert hi == 24_156                 # the MOV to CR3 is the 24,156th instruction
+    before, after = cr3_after(hi - 1), cr3_after(hi)
+    assert before.cpu.cr3 == 0x10000 and after.cpu.cr3 == C51 | 0x20000
+    # both tables map 0x800000 privately, through different tables
+    walks = [explain(m.mem, m.cpu.cr3, 0x800000, m.cpu.paging) for m in (before, after)]
+    assert [w.levels[0].table for w in walks] == [0x10000, 0x20000]
+    assert all(w.private and w.physical == 0x800000 for w in walks)

@@ -303,7 +303,7 @@ def test_exercises_name_their_solutions():
     assert exercises, "no '## Exercises' section"
     named = re.findall(r"`tests/tutorial/test_exercises\.py::(test_\w+)`", exercises)
     count = len(re.findall(r"^### Exercise \d+", exercises, re.M))
-    assert 3 <= count <= 5 and len(named) == count
+    assert count >= 3 and len(named) == count
     defined = set(re.findall(r"^def (test_\w+)\(", EXERCISES.read_text(), re.M))
     assert set(named) <= defined, sorted(set(named) - defined)
 
