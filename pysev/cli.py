@@ -309,8 +309,17 @@ def cmd_run(argv):
     for option, path in (("--state-json", opts.state_json),
                          ("--save-snapshot", opts.save_snapshot)):
         if path is not None:
+            import os
+            # only whether it can be written: truncating here would destroy the file before
+            # the run, e.g. the snapshot that --load-snapshot is about to read
+            if os.path.isdir(path):
+                raise CliError(f"pysev run: {option}: cannot write '{path}': Is a directory",
+                               2, raw=True)
+            existed = os.path.lexists(path)
             try:
-                open(path, "w").close()
+                open(path, "ab").close()
+                if not existed:                 # no empty file left if the run saves nothing
+                    os.unlink(path)
             except OSError as exc:
                 raise CliError(f"pysev run: {option}: cannot write '{path}': "
                                f"{exc.strerror}", 2, raw=True) from None
@@ -327,6 +336,8 @@ def cmd_run(argv):
             from pysev.snapshot import SnapshotError
             host = opts.host_kwargs()
             host["serial"], host["debugcon"] = kwargs["serial"], kwargs["debugcon"] or "null"
+            if not opts.serial:                 # no -serial: every saved port on stdout
+                host["serial"] = kwargs["serial"][0]
             try:
                 machine = pm.Machine.load_snapshot(opts.load_snapshot, **host)
             except SnapshotError as exc:
@@ -570,7 +581,10 @@ def _walk_local(args, va, access):
         reason = machine.run(max_insns=args.max_insns or 0) if args.max_insns or not origin \
             else None
         cpu = machine.cpu
-        expl = explain(machine.mem, cpu.cr3, va, cpu.paging, access=access, user=args.user)
+        try:
+            expl = explain(machine.mem, cpu.cr3, va, cpu.paging, access=access, user=args.user)
+        except ValueError as exc:
+            raise CliError(f"walk: {exc}") from None
     if origin is None:
         head = f"pysev walk: after {machine.icount} instructions ({reason}), RIP {cpu.rip:#x}"
     elif reason is None:
@@ -603,6 +617,8 @@ def _walk_qmp(args, va, access):
         raise CliError(f"walk: --qmp: {exc.desc}") from None
     except RemoteError as exc:
         raise CliError(f"walk: --qmp: {exc}") from None
+    except ValueError as exc:                   # explain(): a VA the guest's mode cannot have
+        raise CliError(f"walk: {exc}") from None
     rip = target.registers.get("RIP")
     where = "" if rip is None else f", RIP {rip:#x}"
     return f"pysev walk: the guest behind {path}{where}", expl
@@ -628,14 +644,14 @@ def cmd_walk(args):
         head, expl = _walk_local(args, va, access)
     print(head)
     print(format_text(expl))
-    if args.svg:
+    if args.svg is not None:
         from pysev.teach.svg import render
         try:
             with open(args.svg, "w", encoding="utf-8") as f:
                 f.write(render(expl))
         except OSError as exc:
             raise CliError(f"walk: --svg: cannot write {args.svg}: {exc.strerror}", 1) from None
-    if args.png:
+    if args.png is not None:
         from pysev.teach.picture import PictureError
         from pysev.teach.png import render_png
         try:

@@ -46,6 +46,7 @@ LOW_MEM_END = 0x100000
 COM_PORTS = (0x3F8, 0x2F8, 0x3E8, 0x2E8)
 DEBUGCON_PORT = 0x402                   # OVMF's; QEMU's isa-debugcon defaults to 0xe9
 POST_PORT = 0x80
+FW_CFG_PORTS = (0x510, 12)              # selector, data, DMA address (0x510-0x51b)
 
 DEFAULT_CPU = "EPYC-Milan"
 DEFAULT_MACHINE = "q35"
@@ -348,9 +349,10 @@ class RunOptions:
         self.given = []               # option names in the order given
 
     def snapshot_conflicts(self):
-        """The machine-defining options given with --load-snapshot, as typed (-m, -bios)."""
+        """The machine-defining options given with --load-snapshot, as typed (-m, -bios).
+        -seed is one: RDRAND's generator and its state come from the snapshot."""
         return ["-machine" if n == "M" else "-" + n
-                for n in dict.fromkeys(self.given) if n in MACHINE_DEFINING]
+                for n in dict.fromkeys(self.given) if n in MACHINE_DEFINING + ("seed",)]
 
     def host_kwargs(self):
         """What Machine.load_snapshot takes besides the file: the host side."""
@@ -605,6 +607,9 @@ class Machine:
         try:
             self._build(bios, memory, cpu, machine, serial, debugcon, debugcon_port,
                         no_reboot, log_items, log, single_step, max_insns, state_json)
+            if seed is not None and (type(seed) is not int or not 0 <= seed < 1 << 64):
+                # as -seed: a snapshot keeps the seed, and must be able to load it back
+                raise MachineError(f"-seed: invalid seed number '{seed}' (0..2^64-1)")
             self.cpu.seed_random(seed)
             self._build_objects(objects, memory_encryption, image_bytes=self._image,
                                 kernel=kernel, initrd=initrd, append=append,
@@ -660,6 +665,7 @@ class Machine:
         self.serial = self.serials[0] if self.serials else None
         self.debugcon = None
         if debugcon is not None:
+            self._check_debugcon_port(debugcon_port)
             self.debugcon = self.ports.register(
                 DebugCon(self._sink(debugcon, "-debugcon"), base=debugcon_port))
         self.post = self.ports.register(PostPort(base=POST_PORT))
@@ -921,6 +927,16 @@ class Machine:
             raise MachineError(f"{option}: cannot open '{path}': {exc.strerror}") from None
         self._files.append(f)
         return f
+
+    def _check_debugcon_port(self, port):
+        """The debug console's one port must not be another device's (QEMU would let the
+        two overlap and one of them silently lose the port)."""
+        taken = [(POST_PORT, 1, "the POST port"), (FW_CFG_PORTS[0], FW_CFG_PORTS[1], "fw_cfg")]
+        taken += [(uart.base, 8, f"COM{COM_PORTS.index(uart.base) + 1}") for uart in self.serials]
+        for base, length, name in taken:
+            if base <= port < base + length:
+                raise MachineError(f"-global isa-debugcon.iobase={port:#x}: the port belongs "
+                                   f"to {name}")
 
     def _build_serials(self, serial):
         specs = [serial] if isinstance(serial, str) or not isinstance(serial, (list, tuple)) \

@@ -368,10 +368,14 @@ def qmp_migrate(machine, uri, blk=False, inc=False, detach=False, resume=False):
     except SnapshotError as exc:
         machine.migration = {"status": "failed", "error-desc": str(exc)}
         raise QMPError(str(exc)) from None
+    except BaseException as exc:                # never leave query-migrate at "active"
+        machine.migration = {"status": "failed", "error-desc": f"internal error: {exc}"}
+        raise
     machine.migration = {"status": "completed",
                          "total-time": int((time.monotonic() - start) * 1000)}
-    if machine.run_state == "running":
-        machine.run_state = "postmigrate"           # as QEMU: the source stops; cont resumes
+    was_running = machine.run_state == "running"
+    machine.run_state = "postmigrate"               # as QEMU's source, running or not
+    if was_running:
         machine.emit_event("STOP")
     return {}
 

@@ -51,9 +51,9 @@ class QMPMemory:
         if unit is None:
             raise RemoteError(f"xp reads 4 or 8 bytes here, not {size}")
         out = _hmp(self.qmp, f"xp /1{unit}x {addr:#x}")
-        found = _XP.search(out)
+        found = _XP.search(out) if isinstance(out, str) else None
         if found is None:
-            raise RemoteError(f"xp at {addr:#x} gave no value: {out.strip()!r}")
+            raise RemoteError(f"xp at {addr:#x} gave no value: {str(out).strip()!r}")
         self.reads += 1
         return int(found.group(1), 16)
 
@@ -80,28 +80,54 @@ def _hmp(qmp, command_line):
     return qmp.execute("human-monitor-command", **{"command-line": command_line})
 
 
+def _int_property(qmp, path, name, lo, hi):
+    """An integer QOM property in lo..hi (QEMU returns ints; a string of digits is taken)."""
+    value = qmp.execute("qom-get", path=path, property=name)
+    try:
+        number = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) \
+            else None
+    except ValueError:
+        number = None
+    if number is None or not lo <= number <= hi:
+        raise RemoteError(f"{path} property {name} is {value!r}, not a number in {lo}..{hi}")
+    return number
+
+
 def qmp_target(qmp):
     """Read the paging state of the guest behind *qmp* (a connected QMPClient)."""
-    registers = dict((name, int(value, 16)) for name, value in
-                     _REG.findall(_hmp(qmp, "info registers")))
+    text = _hmp(qmp, "info registers")
+    if not isinstance(text, str):
+        raise RemoteError("info registers did not answer with text")
+    registers = dict((name, int(value, 16)) for name, value in _REG.findall(text))
     missing = [r for r in ("CR0", "CR3", "CR4", "EFER") if r not in registers]
     if missing:
         raise RemoteError(f"info registers did not show {', '.join(missing)}")
     phys_bits = DEFAULT_PHYS_BITS
     cpus = qmp.execute("query-cpus-fast")
-    if cpus and cpus[0].get("qom-path"):
+    if not isinstance(cpus, list) or not all(isinstance(c, dict) for c in cpus):
+        raise RemoteError("query-cpus-fast did not answer with a list of CPUs")
+    if cpus and isinstance(cpus[0].get("qom-path"), str):
         try:
-            phys_bits = int(qmp.execute("qom-get", path=cpus[0]["qom-path"],
-                                        property="phys-bits")) or DEFAULT_PHYS_BITS
-        except (QMPClientError, ValueError):  # a QEMU without the property
+            phys_bits = _int_property(qmp, cpus[0]["qom-path"], "phys-bits", 0, 52) \
+                or DEFAULT_PHYS_BITS
+        except QMPClientError:              # a QEMU without the property
             pass
+        if phys_bits < 32:                  # QEMU's own limits for phys-bits: 32..52
+            raise RemoteError(f"the CPU's phys-bits is {phys_bits}, not in 32..52")
     sev = None
     try:
-        enabled = qmp.execute("query-sev").get("enabled")
+        info = qmp.execute("query-sev")
     except QMPClientError:                  # QEMU without SEV answers with an error
-        enabled = False
-    if enabled:
+        info = {}
+    if not isinstance(info, dict):
+        raise RemoteError("query-sev did not answer with an object")
+    if info.get("enabled"):
         obj = qmp.execute("qom-get", path="/machine", property="memory-encryption")
-        sev = {name: int(qmp.execute("qom-get", path=f"/objects/{obj}", property=name))
-               for name in ("cbitpos", "reduced-phys-bits")}
+        if not isinstance(obj, str) or not obj:
+            raise RemoteError("SEV is enabled but /machine names no memory-encryption object")
+        path = f"/objects/{obj}"
+        # the C-bit lies above the physical address bits it leaves usable
+        sev = {"cbitpos": _int_property(qmp, path, "cbitpos", 32, 63),
+               "reduced-phys-bits": _int_property(qmp, path, "reduced-phys-bits", 0,
+                                                  phys_bits - 32)}
     return QMPTarget(QMPMemory(qmp), registers, phys_bits, sev)

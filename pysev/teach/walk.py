@@ -137,10 +137,20 @@ def explain(mem, cr3, va, cfg, access="read", user=False, ac=False):
     """Explain the walk of linear address *va* under CR3 *cr3* and paging config *cfg*.
 
     access: "read", "write" or "fetch"; user: a CPL-3 access; ac: EFLAGS.AC.
-    Returns a :class:`WalkExplanation`; guest memory is never written.
+    Returns a :class:`WalkExplanation`; guest memory is never written.  Raises
+    ValueError for an unknown access or a VA that *cfg*'s mode cannot have (above 4 GiB
+    outside long mode).
     """
     if access not in ACCESSES:
         raise ValueError(f"access must be one of {', '.join(ACCESSES)}, not {access!r}")
+    if not 0 <= va < 1 << 64:
+        raise ValueError(f"VA {va:#x} is not a 64-bit address")
+    if cfg.levels < 4 and va >> 32:
+        # outside long mode linear addresses have 32 bits: explaining va & 0xffffffff
+        # under va's name would show a walk the guest never makes for va
+        mode = f"{describe_mode(cfg.levels)} paging" if cfg.levels else "paging off"
+        raise ValueError(f"VA {va:#x} does not fit in 32 bits: with {mode} (not long mode) "
+                         "linear addresses are 32-bit")
     expl = WalkExplanation(va, cr3, cfg, access, user)
     if not cfg.levels:
         expl.physical = va & 0xFFFFFFFF

@@ -773,3 +773,24 @@ def test_mmu_walk_line():
     assert trace.format_mmu(0x1000, "write", 0x5000, entries=(0x11003, 0x12003)) == (
         "MMU walk: write lin=0000000000001000 -> phys=0000000000005000 "
         "[0000000000011003 0000000000012003]\n")
+
+
+SEVGUEST_BIN = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "pysev", "guests", "sevguest.bin")
+
+
+@pytest.mark.parametrize("port,owner", [(0x80, "the POST port"), (0x3FC, "COM1"),
+                                        (0x2F8, "COM2"), (0x510, "fw_cfg"), (0x51B, "fw_cfg")])
+def test_debugcon_port_of_another_device_is_refused(port, owner):
+    argv = ["-bios", SEVGUEST_BIN, "-serial", "null", "-serial", "null", "-debugcon", "null",
+            "-global", f"isa-debugcon.iobase={port:#x}"]
+    with pytest.raises(MachineError) as err:
+        Machine.from_args(argv)
+    assert str(err.value) == (f"pysev run: -global isa-debugcon.iobase={port:#x}: the port "
+                              f"belongs to {owner}")
+
+
+def test_debugcon_next_to_other_devices_is_fine():
+    m = Machine.from_args(["-bios", SEVGUEST_BIN, "-serial", "null", "-debugcon", "null",
+                           "-global", "isa-debugcon.iobase=0x51c"])
+    assert m.debugcon.base == 0x51C

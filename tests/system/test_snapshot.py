@@ -313,6 +313,12 @@ def test_qmp_migrate_to_a_file_saves_and_stops(tmp_path, keys):
             assert q.execute("query-migrate")["status"] == "completed"
             assert q.execute("query-status")["status"] == "postmigrate"
             assert [e["event"] for e in q.take_events()] == ["STOP"]
+            q.execute("cont")
+            assert q.execute("query-status")["status"] == "running"
+            q.execute("stop")                       # from paused too, as QEMU's source:
+            assert q.execute("migrate", uri=f"file:{snap}") == {}
+            assert q.execute("query-status")["status"] == "postmigrate"
+            assert [e["event"] for e in q.take_events()] == ["RESUME", "STOP"]
             q.execute("quit")
     finally:
         runner.join(30)

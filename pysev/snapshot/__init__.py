@@ -29,24 +29,21 @@ Translated code, TLBs and the paging-structure cache are caches: they start
 empty and refill.
 """
 
+import io
 import json
+import os
+import tempfile
 import zipfile
+import zlib
 
 import numpy as np
 
-FORMAT = "pysev-snapshot"
-VERSION = 1
-PAGE = 4096
-SECRET_PROPERTIES = ("tik", "tek")
+from .check import Bad as _Bad, check_state, tuples as _tuples
+from .layout import (CPU_LISTS, CPU_SCALARS, CPU_TUPLES, FORMAT, PAGE, SECRET_PROPERTIES,
+                     SERIAL_FIELDS, VERSION)
+
 
 # CPU attributes saved as they are (ints, bools, None)
-_CPU_SCALARS = ("rip", "eflags", "cr0", "cr2", "cr3", "cr4", "cr8", "efer", "tsc_aux",
-                "tsc_offset", "apic_base", "fpu_cw", "fpu_sw", "fpu_tw", "mxcsr", "cpl",
-                "phys_bits", "sev_c_bit", "sev_reduced_bits", "icount", "fault_count",
-                "halted", "interrupt_shadow")
-_CPU_LISTS = ("regs", "seg_sel", "seg_base", "seg_limit", "seg_attr", "dr")
-_CPU_TUPLES = ("gdtr", "idtr", "ldtr", "tr")
-_SERIAL_FIELDS = ("ier", "lcr", "mcr", "scr", "fcr", "divisor", "msr_delta", "tx_count")
 
 
 class SnapshotError(Exception):
@@ -59,8 +56,13 @@ def save(machine, path):
     """Write *machine*'s state to *path*; returns a summary dict (sizes, icount)."""
     cpu = machine.cpu
     if getattr(cpu, "pending_fault", None) is not None:
-        raise SnapshotError("the CPU is in the middle of delivering an exception; "
-                            "run on by one instruction and save again")
+        # only a run that ended in a triple fault (-no-reboot) or in an exception pysev
+        # could not deliver leaves it so: running on cannot finish the delivery
+        why = {"triple-fault": "the guest triple faulted",
+               "exception": "the guest stopped on an exception that was not delivered"}.get(
+                   machine.stop_reason, "the CPU is in the middle of delivering an exception")
+        raise SnapshotError(f"{why}: a snapshot cannot hold a CPU in the middle of "
+                            "delivering an exception")
     state = {
         "format": FORMAT,
         "version": VERSION,
@@ -75,8 +77,8 @@ def save(machine, path):
     }
     pages, blob = _memory_pages(machine.mem)
     try:
-        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED,
-                             compresslevel=1) as z:
+        with _replacing(path) as out, zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED,
+                                                      compresslevel=1) as z:
             z.writestr("snapshot.json", json.dumps(state, indent=1, sort_keys=True))
             z.writestr("firmware.bin", bytes(machine._image))
             if machine.kernel_data is not None:
@@ -88,6 +90,54 @@ def save(machine, path):
     except OSError as exc:
         raise SnapshotError(f"cannot write '{path}': {exc.strerror or exc}") from None
     return {"icount": cpu.icount, "pages": len(pages), "memory": machine.mem.used}
+
+
+class _replacing:
+    """A binary file that replaces *path* only once it is completely written: a save that
+    fails (a full disk, an error) leaves an older snapshot at *path* as it was.  A symlink
+    keeps pointing where it did.  Paths that are not regular files (/dev/null, a FIFO)
+    get the archive built in memory, written in one go."""
+
+    def __init__(self, path):
+        self.path = os.path.realpath(os.fspath(path))
+        self.tmp = None
+
+    def __enter__(self):
+        if os.path.isdir(self.path):
+            raise IsADirectoryError(21, "Is a directory")
+        if os.path.exists(self.path) and not os.path.isfile(self.path):
+            # a device or FIFO cannot seek, which zipfile needs: the archive is built in
+            # memory and written in one go
+            self.device = open(self.path, "wb")
+            self.file = io.BytesIO()
+            return self.file
+        # fails as opening path would when the file is not writable
+        open(self.path, "ab").close()
+        fd, self.tmp = tempfile.mkstemp(prefix=".pysev-snapshot-",
+                                        dir=os.path.dirname(os.path.abspath(self.path)))
+        self.file = os.fdopen(fd, "wb")
+        return self.file
+
+    def __exit__(self, kind, exc, tb):
+        if self.tmp is None:
+            with self.device:
+                if kind is None:
+                    self.device.write(self.file.getvalue())
+            return False
+        self.file.close()
+        if kind is None:
+            try:
+                mode = os.stat(self.path).st_mode & 0o777
+                os.chmod(self.tmp, mode)
+            except OSError:
+                pass
+            os.replace(self.tmp, self.path)
+        else:
+            try:
+                os.unlink(self.tmp)
+            except OSError:
+                pass
+        return False
 
 
 def _pysev_version():
@@ -108,8 +158,8 @@ def _config(machine):
 
 
 def _cpu_state(cpu):
-    out = {name: getattr(cpu, name) for name in _CPU_SCALARS}
-    out.update({name: list(getattr(cpu, name)) for name in _CPU_LISTS + _CPU_TUPLES})
+    out = {name: getattr(cpu, name) for name in CPU_SCALARS}
+    out.update({name: list(getattr(cpu, name)) for name in CPU_LISTS + CPU_TUPLES})
     out["msr"] = sorted([k, v] for k, v in cpu.msr.items())
     out["mode"] = list(cpu.mode.key)
     rng = cpu.rng
@@ -122,14 +172,10 @@ def _plain(value):
     return [_plain(v) for v in value] if isinstance(value, (tuple, list)) else value
 
 
-def _tuples(value):
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
-
-
 def _devices(machine):
     serials = []
     for uart in machine.serials:
-        fields = {name: getattr(uart, name) for name in _SERIAL_FIELDS}
+        fields = {name: getattr(uart, name) for name in SERIAL_FIELDS}
         fields["rx"] = list(uart.rx)
         serials.append(fields)
     post = machine.post
@@ -172,6 +218,15 @@ def _memory_pages(mem):
     return nonzero, blob
 
 
+
+# ---- checking a loaded snapshot.json ---------------------------------------------------------
+#
+# A snapshot file can be damaged or edited by hand: every value is checked for its type and
+# range before any of it reaches the machine, so that a bad file is a one-line error and not
+# a machine that fails later, somewhere in the engine.
+
+
+
 # ---- loading ---------------------------------------------------------------------------------
 
 def read(path):
@@ -188,12 +243,17 @@ def read(path):
         raise SnapshotError(f"cannot read '{path}': {exc.strerror or exc}") from None
     except zipfile.BadZipFile:
         raise SnapshotError(f"'{path}' is not a pysev snapshot (not a zip archive)") from None
-    except (ValueError, zipfile.LargeZipFile) as exc:
+    except (ValueError, EOFError, NotImplementedError, zlib.error,
+            zipfile.LargeZipFile) as exc:
         raise SnapshotError(f"'{path}' is damaged: {exc}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise SnapshotError(f"'{path}' is not a pysev snapshot")
-    if state.get("version") != VERSION:
-        raise SnapshotError(f"'{path}' is a version {state.get('version')} snapshot; this "
+    version = state.get("version")
+    if type(version) is not int:
+        raise SnapshotError(f"'{path}' is damaged: its version is {json.dumps(version)}, "
+                            "not a number")
+    if version != VERSION:
+        raise SnapshotError(f"'{path}' is a version {version} snapshot; this "
                             f"pysev reads version {VERSION}")
     for name in ("firmware.bin", "memory.pages", "memory.bin"):
         if name not in files:
@@ -206,30 +266,59 @@ def load(cls, path, serial="stdio", debugcon="null", **host):
 
     *serial*, *debugcon* and *host* (log_items, log, single_step, max_insns,
     state_json, qmp, start_paused) are the host side, as for ``Machine()``.
-    ``serial`` is one value for every saved serial port, or a list.
+    ``serial`` is one value for every saved serial port, or a list with one value per COM
+    port as ``-serial`` gives them (COM1 first; "none" only for a port the snapshot does
+    not have; saved ports the list does not reach discard their output).
     """
     from pysev.machine import MachineError
 
     state, files = read(path)
     try:
+        check_state(state)
+    except _Bad as exc:
+        raise SnapshotError(f"'{path}' is damaged: {exc}") from None
+    try:
         return _build(cls, state, files, serial, debugcon, host)
     except MachineError as exc:
-        raise SnapshotError(f"'{path}': {exc}") from None
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        # the machine's errors are worded for pysev run; here they describe the file
+        raise SnapshotError(f"'{path}': {str(exc).removeprefix('pysev run: ')}") from None
+    except (ValueError, IndexError) as exc:
+        raise SnapshotError(f"'{path}' is damaged: {exc}") from None
+    except (KeyError, TypeError) as exc:
         raise SnapshotError(f"'{path}' is damaged: bad or missing {exc}") from None
 
 
 def _build(cls, state, files, serial, debugcon, host):
     config = state["config"]
     ports = config["serial_ports"]
-    sinks = list(serial) if isinstance(serial, (list, tuple)) else [serial] * len(ports)
-    sinks += ["null"] * (len(ports) - len(sinks))
+    from pysev.machine import COM_PORTS, MachineError
+    if isinstance(serial, (list, tuple)):
+        # one spec per COM port, as -serial in pysev run: the first for COM1, ...; the
+        # same -serial options as the run that saved the machine fit it
+        if len(serial) > len(COM_PORTS):
+            raise MachineError(f"-serial: at most {len(COM_PORTS)} serial ports")
+        names = ", ".join(f"COM{COM_PORTS.index(p) + 1}" for p in ports) or "none"
+        by_port = {}
+        for n, spec in enumerate(serial):
+            port, off = COM_PORTS[n], spec is None or spec in ("none",)
+            if port in ports:
+                if off:
+                    raise MachineError(f"-serial: COM{n + 1} is part of the saved machine "
+                                       "and cannot be left out (null discards its output)")
+                by_port[port] = spec
+            elif not (off or spec == "null"):
+                raise MachineError(f"-serial: the saved machine has no COM{n + 1} (its "
+                                   f"serial ports: {names})")
+    else:
+        by_port = {port: serial for port in ports}
     # Machine takes one spec per COM port in order; "none" leaves a port out
-    from pysev.machine import COM_PORTS
     count = max((COM_PORTS.index(p) + 1 for p in ports), default=1)
-    by_port = dict(zip(ports, sinks))
-    serial_arg = [by_port.get(port, "none") for port in COM_PORTS[:count]]
+    serial_arg = [by_port.get(port, "null") if port in ports else "none"
+                  for port in COM_PORTS[:count]]
     debugcon_port = config["debugcon_port"]
+    if debugcon_port is None and debugcon is not None and debugcon != "null":
+        raise MachineError("-debugcon: the saved machine has no debug console (it was "
+                           "saved without -debugcon)")
     start_paused = host.pop("start_paused", False)
     # the snapshot has no keys, so the machine is built without them and without the
     # warnings about that: its launch is replaced below by the saved one
@@ -249,7 +338,10 @@ def _build(cls, state, files, serial, debugcon, host):
         _restore_devices(machine, state["devices"])
         _restore_sev(machine, state["sev"])
         run = state["run"]
-        machine.halted = run["halted"]
+        served = machine.qmp_server is not None
+        # a halted guest waits for QMP (system_reset, quit) only on a machine that serves
+        # QMP; without a monitor nothing could wake it, so it runs on as a guest after HLT
+        machine.halted = run["halted"] and served
         machine.stop_reason = run["stop_reason"]
         machine.resets = run["resets"]
         machine.triple_faults = run["triple_faults"]
@@ -257,6 +349,10 @@ def _build(cls, state, files, serial, debugcon, host):
             machine.run_state = "prelaunch" if run["state"] == "prelaunch" else "paused"
         elif run["state"] in ("shutdown", "internal-error", "guest-panicked"):
             machine.run_state = run["state"]
+            if not served:
+                # only QMP's system_reset could start it again: without a monitor the run
+                # ends at once, as the original machine's did after quit
+                machine.quit_requested = True
     except BaseException:
         machine.close()
         raise
@@ -265,6 +361,8 @@ def _build(cls, state, files, serial, debugcon, host):
 
 def _restore_memory(machine, files):
     mem = machine.mem
+    if len(files["memory.pages"]) % 4:
+        raise ValueError("memory: the page list is cut short")
     pages = np.frombuffer(files["memory.pages"], dtype="<u4")
     blob = np.frombuffer(files["memory.bin"], dtype=np.uint8)
     if len(blob) != len(pages) * PAGE:
@@ -287,12 +385,12 @@ def _restore_memory(machine, files):
 
 
 def _restore_cpu(cpu, saved):
-    for name in _CPU_SCALARS:
+    for name in CPU_SCALARS:
         if name != "eflags":
             setattr(cpu, name, saved[name])
-    for name in _CPU_LISTS:
+    for name in CPU_LISTS:
         getattr(cpu, name)[:] = saved[name]     # translated code holds these lists
-    for name in _CPU_TUPLES:
+    for name in CPU_TUPLES:
         setattr(cpu, name, tuple(saved[name]))
     cpu.eflags = saved["eflags"]
     cpu.msr = {k: v for k, v in saved["msr"]}
@@ -313,7 +411,7 @@ def _restore_devices(machine, saved):
     if len(saved["serial"]) != len(machine.serials):
         raise ValueError("serial: the number of ports does not match")
     for uart, fields in zip(machine.serials, saved["serial"]):
-        for name in _SERIAL_FIELDS:
+        for name in SERIAL_FIELDS:
             setattr(uart, name, fields[name])
         uart.rx.clear()
         uart.rx.extend(fields["rx"])
@@ -353,8 +451,13 @@ def _restore_sev(machine, saved):
 def describe(path):
     """A short, key-free summary of a snapshot (for ``pysev snapshot info``)."""
     state, files = read(path)
+    try:
+        check_state(state)
+    except _Bad as exc:
+        raise SnapshotError(f"'{path}' is damaged: {exc}") from None
     cfg, cpu = state["config"], state["cpu"]
-    lines = [f"{path}: pysev snapshot version {state['version']} (pysev {state['pysev']})",
+    lines = [f"{path}: pysev snapshot version {state['version']} "
+             f"(pysev {state.get('pysev', 'unknown')})",
              f"machine {cfg['machine']}, {cfg['memory'] // (1 << 20)} MiB, CPU {cfg['cpu']}, "
              f"firmware {len(files['firmware.bin'])} bytes",
              f"after {cpu['icount']} instructions, run state {state['run']['state']}, "
