@@ -897,9 +897,12 @@ class Machine:
         from pysev.mem import PhysMem
 
         mem = PhysMem()
+        layout = memory_layout(self.machine_type, self.ram_size, len(image))
         try:
-            for kind, start, size, name in memory_layout(self.machine_type, self.ram_size,
-                                                         len(image)):
+            # one allocation for all RAM and ROM: growing region by region would copy (and
+            # so commit) the RAM already added
+            mem.reserve(sum(size for kind, _, size, _ in layout if kind in ("ram", "rom")))
+            for kind, start, size, name in layout:
                 if kind == "rom":
                     mem.add_rom(start, image, name=name)
                 elif kind == "alias":
