@@ -663,6 +663,30 @@ def cmd_walk(args):
     return 0
 
 
+# -- pysev snapshot ----------------------------------------------------------------
+
+def add_snapshot_parser(subparsers):
+    parser = subparsers.add_parser(
+        "snapshot", help="describe a machine snapshot",
+        description="Machine snapshots are written by pysev run --save-snapshot, QMP "
+                    "migrate to a file: URI and Machine.save_snapshot(); pysev run "
+                    "--load-snapshot starts from one.  'info' checks a snapshot file and "
+                    "summarises it: machine, CPU, where it stopped, SEV state (never keys).")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    info = actions.add_parser("info", help="check FILE and print a summary of it")
+    info.add_argument("file", metavar="FILE")
+    parser.set_defaults(func=cmd_snapshot)
+
+
+def cmd_snapshot(args):
+    from pysev.snapshot import SnapshotError, describe
+    try:
+        print(describe(args.file))
+    except SnapshotError as exc:
+        raise CliError(f"snapshot: {exc}", 1) from None
+    return 0
+
+
 # -- main -------------------------------------------------------------------------
 
 # (name, function adding the subparser); the order is the order in --help
@@ -672,6 +696,7 @@ SUBCOMMANDS = [
     ("owner", add_owner_parser),
     ("bench", add_bench_parser),
     ("walk", add_walk_parser),
+    ("snapshot", add_snapshot_parser),
 ]
 
 

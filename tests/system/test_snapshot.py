@@ -427,3 +427,20 @@ def test_walk_over_qmp_of_a_live_qemu(tmp_path):
         "    page frame 0xffe00000 (2 MiB page)",
         "-> physical 0xfffff000 (shared)",
     ]
+
+
+def test_cli_snapshot_info(tmp_path, keys):
+    m, _ = sev_machine(keys)
+    m.run(max_insns=100_000)
+    snap = tmp_path / "i.pysev"
+    m.save_snapshot(snap)
+    r = pysev("snapshot", "info", str(snap))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == describe(snap) + "\n"
+    assert r.stdout.splitlines()[3] == ("SEV: state running, policy 0x1, C-bit 51, "
+                                        "reduced-phys-bits 1 (no keys saved)")
+    bad = tmp_path / "bad.pysev"
+    bad.write_text("x")
+    r = pysev("snapshot", "info", str(bad))
+    assert r.returncode == 1
+    assert r.stderr == f"pysev: snapshot: '{bad}' is not a pysev snapshot (not a zip archive)\n"
