@@ -20,7 +20,7 @@ writes an SVG bar chart of it.  See benchmarks/README.md.
 The paging workloads (``pagewalk`` and ``pagewalk-sev``) run pysev only: the
 same binary under 4-level paging built by the host, once without SEV and once
 with the C-bit set in CR3 and every paging-structure entry.  They run in
-alternating order, best of ``max(N, 3)`` rounds, and the run prints their ratio
+alternating order, best of ``max(N, 7)`` rounds, and the run prints their ratio
 after the table.
 """
 
@@ -177,7 +177,7 @@ PAGING_DATA_LINEAR = 0x8000000000    # PML4 slot 1
 PAGING_DATA_PHYS = 0x400000
 PAGING_STRIDE = 37                   # odd: i * 37 mod 2**k is a permutation
 PAGE = 0x1000
-PAGING_MIN_ROUNDS = 3                # the paging rows are always a best of at least 3
+PAGING_MIN_ROUNDS = 7                # the paging rows are always a best of at least 7
 
 
 @dataclass(frozen=True)
@@ -272,23 +272,41 @@ def paging_machine(workload, n):
 
 
 def count_page_walks(workload, n):
-    """Page walks pysev makes for n sweeps (wrapping its walker for one short run)."""
+    """Page walks pysev makes for n sweeps, counted on one short run.
+
+    A walk is either a call of the full walker (``pysev.mem.paging.walk``) or
+    a TLB miss that the miss path (``SR1``..``SR8``, ``SW1``..``SW8`` in the
+    CPU's namespace) translated itself from the paging-structure cache and
+    the PTE it read from guest memory.  The second are the miss-path calls
+    that did not go on to the full slow path (``SLOW_READ``/``SLOW_WRITE``)."""
     from pysev.cpu import engine
 
     cpu, _mem, hlt = paging_machine(workload, n)
+    ns = cpu.namespace
     real = engine.walk
-    count = [0]
+    count = {"walk": 0, "miss": 0, "slow": 0}
 
-    def counting_walk(*args, **kwargs):
-        count[0] += 1
-        return real(*args, **kwargs)
+    def counting(fn, key):
+        def wrapper(*args, **kwargs):
+            count[key] += 1
+            return fn(*args, **kwargs)
+        return wrapper
 
-    engine.walk = counting_walk
+    saved = {}
+    for size in (1, 2, 4, 8):
+        for name in (f"SR{size}", f"SW{size}"):
+            saved[name] = ns[name]
+            ns[name] = counting(ns[name], "miss")
+    for name in ("SLOW_READ", "SLOW_WRITE"):
+        saved[name] = ns[name]
+        ns[name] = counting(ns[name], "slow")
+    engine.walk = counting(real, "walk")
     try:
         cpu.run(float("inf"), hlt)
     finally:
         engine.walk = real
-    return count[0]
+        ns.update(saved)
+    return count["walk"] + count["miss"] - count["slow"]
 
 
 def check_page_walks(workload):
@@ -335,25 +353,25 @@ def run_pysev_paging(workload, n, repeat=1):
 
 def run_paging_interleaved(names, scale=1.0, repeat=1):
     """Best-of results of the paging workloads, run in alternating order for at least
-    PAGING_MIN_ROUNDS rounds, so that a change in machine load hits SEV on and off alike."""
+    PAGING_MIN_ROUNDS rounds (ABBA: SEV off, on, on, off, ...), so that a change in
+    machine load hits SEV on and off alike.  Returns (best result per name, the
+    SEV on/off rate ratio of each round, when both ran)."""
+    import gc
+
     best = {}
+    ratios = []
     for round_ in range(max(repeat, PAGING_MIN_ROUNDS)):
+        rates = {}
         for name in (names if round_ % 2 == 0 else names[::-1]):
             workload = PAGING_WORKLOADS[name]
+            gc.collect()                       # no collection left over from the last run
             result = run_pysev_paging(workload, iterations_for(workload, scale))
+            rates[name] = result.rate
             if name not in best or result.seconds < best[name].seconds:
                 best[name] = result
-    return best
-
-
-def format_sev_comparison(rows):
-    """The SEV on/off line for the paging rows, or None when one of them did not run."""
-    results = {name: pysev for name, _n, pysev, _uni in rows if name in PAGING_WORKLOADS}
-    off, on = results.get("pagewalk"), results.get("pagewalk-sev")
-    if not (off and on):
-        return None
-    return (f"pagewalk SEV on/off: {on.rate:,.0f} / {off.rate:,.0f} instr/s = "
-            f"{on.rate / off.rate:.2f}x")
+        if "pagewalk" in rates and "pagewalk-sev" in rates:
+            ratios.append(rates["pagewalk-sev"] / rates["pagewalk"])
+    return best, ratios
 
 
 ALL_WORKLOADS = {**WORKLOADS, **PAGING_WORKLOADS}
@@ -625,14 +643,24 @@ def format_table(rows, engines=ENGINES):
     return "\n".join(out)
 
 
-def format_sev_comparison(rows):
-    """The SEV on/off line for the paging rows, or None when one of them did not run."""
+def format_sev_comparison(rows, ratios=()):
+    """The SEV on/off line for the paging rows, or None when one of them did not run.
+
+    The ratio is that of the two best-of rates; `ratios`, the ratio of each
+    alternating round, gives its spread."""
     results = {row.name: row.pysev for row in rows if row.name in PAGING_WORKLOADS}
     off, on = results.get("pagewalk"), results.get("pagewalk-sev")
     if not (off and on):
         return None
-    return (f"pagewalk SEV on/off: {on.rate:,.0f} / {off.rate:,.0f} instr/s = "
+    line = (f"pagewalk SEV on/off: {on.rate:,.0f} / {off.rate:,.0f} instr/s = "
             f"{on.rate / off.rate:.2f}x")
+    if ratios:
+        ordered = sorted(ratios)
+        median = ordered[len(ordered) // 2] if len(ordered) % 2 else (
+            ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2
+        line += (f" (best of {len(ratios)} alternating rounds each; the rounds' ratios "
+                 f"{ordered[0]:.2f}-{ordered[-1]:.2f}, median {median:.2f})")
+    return line
 
 
 def run(names, scale=1.0, repeat=1, engines=ENGINES, out=sys.stdout):
@@ -659,10 +687,11 @@ def run(names, scale=1.0, repeat=1, engines=ENGINES, out=sys.stdout):
     viv_checked = []
     paging = [name for name in names if name in PAGING_WORKLOADS]
     paging_results = {}
+    paging_ratios = []
     if use_pysev and paging:
         for name in paging:
             walks[name] = check_page_walks(PAGING_WORKLOADS[name])
-        paging_results = run_paging_interleaved(paging, scale, repeat)
+        paging_results, paging_ratios = run_paging_interleaved(paging, scale, repeat)
     for name in names:
         notes = {e: NOT_INSTALLED for e in engines if not installed[e]}
         if name in PAGING_WORKLOADS:
@@ -700,7 +729,7 @@ def run(names, scale=1.0, repeat=1, engines=ENGINES, out=sys.stdout):
     if paging and ("unicorn" in engines or "vivisect" in engines):
         print(f"{SYSTEM_ONLY}: the paging workloads need a CPU with paging and SEV set up "
               "by the host (system mode): pysev only", file=out)
-    comparison = format_sev_comparison(rows)
+    comparison = format_sev_comparison(rows, paging_ratios)
     if comparison:
         print(comparison, file=out)
     standard = any(name in WORKLOADS for name in names)
@@ -843,6 +872,47 @@ def profile(names, scale=1.0, top=12, out=sys.stdout):
         pstats.Stats(prof, stream=out).strip_dirs().sort_stats("tottime").print_stats(top)
 
 
+# -- instruction forms ----------------------------------------------------------------
+
+FORMS_SCALE = 0.01                   # the forms are counted on short, single-stepped runs
+
+
+def count_forms(names, scale=FORMS_SCALE):
+    """Executed instructions per encoding form (iced's name, e.g. Add_rm64_r64) over
+    the workloads *names*, counted by single-stepping pysev (a step hook sees every
+    instruction); returns {form: count}, largest first."""
+    from collections import Counter
+
+    counts = Counter()
+    for name in names:
+        workload = ALL_WORKLOADS[name]
+        n = iterations_for(workload, scale)
+        if name in PAGING_WORKLOADS:
+            cpu, _mem, hlt = paging_machine(workload, n)
+        else:
+            emu, hlt = _pysev_setup(workload, n)
+            cpu = emu.cpu
+            cpu.rip = CODE_BASE
+
+        def hook(rip, cpu=cpu):
+            counts[cpu.block_at(rip, 1).insns[0].form] += 1
+
+        cpu.run(float("inf"), hlt, step_hook=hook)
+        if cpu.icount != workload.instructions(n):
+            raise CheckFailed(f"{name}: {cpu.icount} instructions single-stepped, expected "
+                              f"{workload.instructions(n)}")
+    return dict(counts.most_common())
+
+
+def print_forms(names, out=sys.stdout):
+    counts = count_forms(names)
+    total = sum(counts.values())
+    print(f"rank  form                      executed  share   (single-stepped, scale {FORMS_SCALE}: "
+          f"{', '.join(names)})", file=out)
+    for rank, (form, count) in enumerate(counts.items(), 1):
+        print(f"{rank:4d}  {form:24s} {count:9,d}  {100 * count / total:5.1f} %", file=out)
+
+
 # -- command line ----------------------------------------------------------------------
 
 def parse_engines(text):
@@ -854,8 +924,10 @@ def parse_engines(text):
     return tuple(e for e in ENGINES if e in names)
 
 
-def bench(names=None, scale=1.0, repeat=1, engines=ENGINES, plot=None, out=None, err=None):
-    """Run, print the table, write the plot; return the exit code (0, or 1 on a failure)."""
+def bench(names=None, scale=1.0, repeat=1, engines=ENGINES, plot=None, out=None, err=None,
+          firmware=None):
+    """Run, print the table, write the plot, then (*firmware*: a path) boot that firmware
+    on pysev (benchmarks/firmware.py); return the exit code (0, or 1 on a failure)."""
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     names = list(dict.fromkeys(names or ALL_WORKLOADS))
@@ -878,7 +950,21 @@ def bench(names=None, scale=1.0, repeat=1, engines=ENGINES, plot=None, out=None,
             print(f"benchmarks: cannot write the plot {plot}: {exc.strerror}", file=err)
             return 1
         print(f"plot: {path}", file=out)
+    if firmware and "pysev" in engines:
+        from benchmarks import firmware as fw
+        count = max(1, int(fw.LONG_RUN * scale))
+        if fw.report(firmware, max(repeat, 3), count, out=out, err=err):
+            return 1
     return 0
+
+
+def default_firmware(names, choice):
+    """The firmware to boot after the table: *choice* ("none" for none), or OVMF for a
+    run of every workload."""
+    if choice is not None:
+        return None if choice == "none" else choice
+    from benchmarks.firmware import OVMF
+    return OVMF if not names else None
 
 
 def main(argv=None):
@@ -894,6 +980,13 @@ def main(argv=None):
                         help="comma separated engines to run (default %(default)s)")
     parser.add_argument("--plot", metavar="FILE",
                         help="write an SVG bar chart of instructions/s to FILE")
+    parser.add_argument("--firmware", metavar="FILE",
+                        help="after the table, boot FILE on pysev: time to its first 64-bit "
+                             "instruction and a long run's instructions/s (default: Debian's "
+                             "OVMF.fd when every workload runs; 'none' skips it)")
+    parser.add_argument("--forms", action="store_true",
+                        help="instead of the table, rank the instruction forms the workloads "
+                             "execute by frequency (single-stepped, at a small scale)")
     parser.add_argument("--profile", action="store_true",
                         help="instead of the table, profile each workload on pysev "
                              "(cProfile, top entries by own time)")
@@ -910,7 +1003,11 @@ def main(argv=None):
     if args.profile:
         profile(dict.fromkeys(names), args.scale)
         return 0
-    return bench(names, args.scale, args.repeat, engines, args.plot)
+    if args.forms:
+        print_forms(list(dict.fromkeys(names)))
+        return 0
+    return bench(names, args.scale, args.repeat, engines, args.plot,
+                 firmware=default_firmware(args.workload, args.firmware))
 
 
 if __name__ == "__main__":

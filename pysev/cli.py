@@ -458,6 +458,11 @@ def add_bench_parser(subparsers):
                              "(default: benchmarks/results.svg in the checkout)")
     parser.add_argument("--engines", default=BENCH_ENGINES, metavar="LIST",
                         help="comma separated engines to run (default %(default)s)")
+    parser.add_argument("--firmware", metavar="FILE",
+                        help="after the table, boot FILE on pysev and report the time to its "
+                             "first 64-bit instruction and a long run's instructions/s "
+                             "(default: Debian's OVMF.fd when every workload runs; 'none' "
+                             "skips it)")
     parser.set_defaults(func=cmd_bench)
 
 
@@ -498,7 +503,8 @@ def cmd_bench(args):
             raise CliError(f"bench: unknown workload '{name}' "
                            f"(choose from {', '.join(runner.ALL_WORKLOADS)})")
     plot = args.plot if args.plot is not None else root / "benchmarks" / "results.svg"
-    return runner.bench(args.workload, args.scale, args.repeat, engines, plot)
+    return runner.bench(args.workload, args.scale, args.repeat, engines, plot,
+                        firmware=runner.default_firmware(args.workload, args.firmware))
 
 
 # -- pysev walk ----------------------------------------------------------------------

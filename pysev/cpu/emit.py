@@ -8,6 +8,8 @@ only thing that can fault, besides explicit raises) comes before any
 register write, and flag locals are assigned last.
 """
 
+import re
+
 from decoder.records import FS, GS
 from . import flags as F
 
@@ -26,6 +28,28 @@ def mask_of(size):
     return (1 << (8 * size)) - 1
 
 
+_NUMBER = re.compile(r"\b(0x[0-9a-fA-F]+|\d+)\b")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
+_TEMP = re.compile(r"t\d+$")
+_WORDS = frozenset(("if", "else", "not", "and", "or", "True", "False"))
+_FLAG_LOCAL = re.compile(r"\bf([oabr])\b")
+
+
+def is_static(expr):
+    """True when `expr` uses only block temporaries (t1, t2 ...), literals and
+    operators.  A temporary is assigned once per pass through a block, so such
+    an expression has the same value anywhere later in the same pass."""
+    expr = str(expr)
+    if "[" in expr or "." in expr:
+        return False
+    return all(_TEMP.match(name) or name in _WORDS
+               for name in _IDENT.findall(_NUMBER.sub(" ", expr)))
+
+
+def reads_flag_locals(expr):
+    return _FLAG_LOCAL.search(expr) is not None
+
+
 def _wrap(expr):
     if expr.isidentifier() or expr.isdigit() or expr.startswith("0x") and expr[2:].isalnum():
         return expr
@@ -35,7 +59,8 @@ def _wrap(expr):
 class Chunk:
     """The statements of one instruction plus what the flag pass needs to know."""
     __slots__ = ("ins", "lines", "flag_lines", "flag_full", "flag_reads_prior",
-                 "reads_flags", "may_fault", "store", "end", "lineno")
+                 "flag_static", "flag_sunk", "reads_flags", "may_fault", "store", "inline_stores",
+                 "calls", "end", "lineno")
 
     def __init__(self, ins):
         self.ins = ins
@@ -43,9 +68,13 @@ class Chunk:
         self.flag_lines = []          # droppable lazy-flag assignment, run last
         self.flag_full = False        # flag_lines set all six flags
         self.flag_reads_prior = False  # flag_lines use the previous flags
+        self.flag_static = False      # flag_lines use only temporaries and literals
+        self.flag_sunk = False        # flag_lines go into the exits only (translate.py)
         self.reads_flags = False      # main lines read flags (or set them conditionally)
         self.may_fault = False
         self.store = False
+        self.inline_stores = 0        # stores written inline by Emitter.store
+        self.calls = False            # calls a helper (which may write memory too)
         self.end = None               # block exit description, see Emitter.end_*
         self.lineno = 0
 
@@ -68,6 +97,7 @@ class Emitter:
     def __init__(self, mode):
         self.mode = mode
         self.fkind = None          # statically known flag kind (kind, size) or None
+        self.fvals = None          # and its fa/fb/fr as static expressions, or None
         self.uses_flags = False
         self.helpers = set()
         self.chunk = None
@@ -77,8 +107,9 @@ class Emitter:
 
     # ---- bookkeeping -----------------------------------------------------------
     def begin(self, ins):
+        # temporaries are numbered through the whole block (not per instruction),
+        # so the flag pass may refer to an earlier instruction's values later on
         self.chunk = Chunk(ins)
-        self._ntmp = 0
         self._addr_cache = {}
         self.indent = 0
         return self.chunk
@@ -203,9 +234,14 @@ class Emitter:
         self.line(f"{t} = {addr}")
         return t
 
-    # The memory fast path is written inline: a software-TLB hit (linear page ->
-    # host offset) inside one page reads or writes the memoryview directly;
-    # anything else (a miss, a page crossing, MMIO, a code page) takes the slow path.
+    # The memory fast path is written inline.  The software TLB maps a linear page
+    # to the delta from a linear address in it to the host offset (host = lin +
+    # delta); a hit inside one page reads or writes the memoryview directly: a
+    # byte as MV[i], an aligned word, dword or qword through the memoryview cast
+    # to that size (MV2, MV4, MV8: no method call, no tuple), an unaligned one
+    # through struct.  Anything else (a miss, a page crossing, MMIO, a code page)
+    # takes the slow path (SR1..SR8, SW1..SW8).  Host pages are page aligned, so
+    # an aligned linear address is an aligned host offset.
     def load(self, size, addr):
         t = self.tmp()
         self.fault_point()
@@ -215,21 +251,40 @@ class Emitter:
         a = self._simple_addr(addr)
         h = self.tmp()
         self.line(f"{h} = TLB_R.get({a} >> 12)")
-        self.line(f"{t} = U{size}(MV, {h} + ({a} & 0xfff))[0] if {h} is not None and "
-                  f"({a} & 0xfff) <= {4096 - size} else SLOW_READ({a}, {size})")
+        if size == 1:
+            self.line(f"{t} = MV[{a} + {h}] if {h} is not None else SR1({a})")
+        else:
+            shift = {2: 1, 4: 2, 8: 3}[size]
+            self.line(f"{t} = (MV{size}[({a} + {h}) >> {shift}] if not {a} & {size - 1} else "
+                      f"U{size}(MV, {a} + {h})[0] if ({a} & 0xfff) <= {4096 - size} else "
+                      f"SR{size}({a})) if {h} is not None else SR{size}({a})")
         return t
 
     def store(self, size, addr, value):
         self.fault_point()
         self.chunk.store = True
         if size not in (1, 2, 4, 8):
+            self.chunk.calls = True
             self.line(f"wr{size}({addr}, {value})")
             return
+        # only the slow path can write to a page holding translated code: it
+        # returns whether it did, and the block leaves after this instruction
+        # when it did (translate._assemble), through the local `smc`
+        self.chunk.inline_stores += 1
         a = self._simple_addr(addr)
         h = self.tmp()
         self.line(f"{h} = TLB_W.get({a} >> 12)")
-        self.line(f"P{size}(MV, {h} + ({a} & 0xfff), {value}) if {h} is not None and "
-                  f"({a} & 0xfff) <= {4096 - size} else SLOW_WRITE({a}, {size}, {value})")
+        if size == 1:
+            self.line(f"if {h} is not None:")
+            self.line(f"    MV[{a} + {h}] = {value}")
+        else:
+            shift = {2: 1, 4: 2, 8: 3}[size]
+            self.line(f"if {h} is not None and not {a} & {size - 1}:")
+            self.line(f"    MV{size}[({a} + {h}) >> {shift}] = {value}")
+            self.line(f"elif {h} is not None and ({a} & 0xfff) <= {4096 - size}:")
+            self.line(f"    P{size}(MV, {a} + {h}, {value})")
+        self.line("else:")
+        self.line(f"    smc = SW{size}({a}, {value}) or smc")
 
     # ---- operands ----------------------------------------------------------------
     def read(self, op):
@@ -265,45 +320,67 @@ class Emitter:
             raise NotImplementedError(f"write to operand kind {k}")
 
     # ---- flags -------------------------------------------------------------------
+    # While the kind of the last flag-setting instruction of the block is known
+    # (fkind) and its operands are static expressions (fvals: temporaries and
+    # literals), a flag read is written over those values directly, without the
+    # fo/fa/fb/fr locals: then the instruction that set them need not assign
+    # the locals at all (see translate._drop_dead_flags).
     def _note_read(self):
         self.uses_flags = True
         self.chunk.reads_flags = True
 
+    def _static(self, expr):
+        """expr (over fa/fb/fr) with the known values put in, when they are known."""
+        vals = self.fvals
+        if vals is None:
+            return expr
+        return _FLAG_LOCAL.sub(lambda m: _wrap(vals[m.group(1)]), expr)
+
+    def _read(self, expr):
+        """Note a read of the flag locals if expr still has one."""
+        self.uses_flags = True
+        if reads_flag_locals(expr):
+            self.chunk.reads_flags = True
+        return expr
+
     def flags_word(self):
         """Expression of the six arithmetic flags (EFLAGS bits), from the current state."""
-        self._note_read()
-        return self._flags_word()
+        return self._read(self._flags_word())
 
     def _flags_word(self):
         self.uses_flags = True
         if self.fkind is not None:
             fo = F.fo_of(*self.fkind)
             if self.fkind[0] == F.EFL:
-                return "fr"
-            return f"FLAGS[{fo}](fa, fb, fr)"
+                return self._static("fr")
+            return self._static(f"FLAGS[{fo}](fa, fb, fr)")
         return "FLAGS[fo](fa, fb, fr)"
 
     def cf(self):
         """Expression for the current CF (truthy when set)."""
-        self._note_read()
-        return self._cf()
+        return self._read(self._cf())
 
     def _cf(self):
         self.uses_flags = True
         if self.fkind is not None:
             e = F.cf_expr(*self.fkind)
             if e is not None:
-                return e
+                return self._static(e)
         return "CARRY[fo](fa, fb, fr)"
 
     def cond(self, cc):
         """Expression true when condition code cc holds."""
-        self._note_read()
         if self.fkind is not None:
             e = F.cond_expr(self.fkind[0], self.fkind[1], cc)
             if e is not None:
-                return e
-        return F.cond_generic_expr(cc, self._flags_word())
+                return self._read(self._static(e))
+        return self._read(F.cond_generic_expr(cc, self._flags_word()))
+
+    def _set_state(self, kind, size, a, b, r):
+        self.fkind = (kind, size)
+        vals = {"o": str(F.fo_of(kind, size)), "a": a, "b": b, "r": r}
+        self.fvals = vals if all(is_static(v) for v in (a, b, r)) else None
+        return self.fvals is not None
 
     def flags(self, kind, size, a="0", b="0", r="0"):
         """Record the lazy flag state an instruction leaves (all six flags written)."""
@@ -318,7 +395,7 @@ class Emitter:
         lines.append(f"fr = {r}")
         c.flag_lines = ["; ".join(lines)]
         c.flag_full = True
-        self.fkind = (kind, size)
+        c.flag_static = self._set_state(kind, size, a, b, r)
 
     def flags_keep_cf(self, kind, size, a, r):
         """INC/DEC: like flags(), CF carried over from the previous state."""
@@ -327,8 +404,9 @@ class Emitter:
         c = self.chunk
         cf = self._cf()
         c.flag_lines = [f"fb = {cf}; fo = {fo}; fa = {a}; fr = {r}"]
-        c.flag_reads_prior = True
-        self.fkind = (kind, size)
+        c.flag_reads_prior = reads_flag_locals(cf)
+        c.flag_full = not c.flag_reads_prior
+        c.flag_static = self._set_state(kind, size, a, cf, r) and not c.flag_reads_prior
 
     def flags_merge(self, changed_mask, new_bits):
         """Some flags change (changed_mask, EFLAGS bits), the rest keep their value."""
@@ -336,10 +414,11 @@ class Emitter:
         c = self.chunk
         keep = F.ARITH_FLAGS & ~changed_mask
         old = self._flags_word()
-        c.flag_lines = [f"fr = ({old} & {keep:#x}) | {_wrap(new_bits)}; fo = {F.fo_of(F.EFL, 8)}"]
-        c.flag_reads_prior = bool(keep)
-        c.flag_full = not keep
-        self.fkind = (F.EFL, 8)
+        word = f"({old} & {keep:#x}) | {_wrap(new_bits)}" if keep else _wrap(new_bits)
+        c.flag_lines = [f"fr = {word}; fo = {F.fo_of(F.EFL, 8)}"]
+        c.flag_reads_prior = reads_flag_locals(word)
+        c.flag_full = not c.flag_reads_prior
+        c.flag_static = self._set_state(F.EFL, 8, "0", "0", word) and not c.flag_reads_prior
 
     def flags_inline(self, indent, kind, size, a="0", b="0", r="0"):
         """Flag assignment inside conditional code the emitter writes itself.
@@ -349,6 +428,7 @@ class Emitter:
         self.uses_flags = True
         fo = F.fo_of(kind, size)
         self.chunk.reads_flags = True
+        self.fvals = None
         pad = "    " * indent
         self.line(f"{pad}fo = {fo}; fa = {a}; fb = {b}; fr = {r}")
 
@@ -362,13 +442,13 @@ class Emitter:
         self.uses_flags = True
         self.chunk.reads_flags = True
         self.line("fo = cpu.fo; fa = cpu.fa; fb = cpu.fb; fr = cpu.fr")
-        self.fkind = None
+        self.fkind = self.fvals = None
 
     def flags_dynamic(self):
         """Declare that the flag kind after this instruction is known only at run time."""
         self.uses_flags = True
         self.chunk.reads_flags = True
-        self.fkind = None
+        self.fkind = self.fvals = None
 
     # ---- block ends ------------------------------------------------------------------
     def end_jump(self, target):
@@ -397,6 +477,7 @@ class Emitter:
     def call_helper(self, name, *args, result=True, may_fault=True):
         """A call to a run-time helper from pysev.cpu.helpers."""
         self.helpers.add(name)
+        self.chunk.calls = True
         if may_fault:
             self.fault_point()
         call = f"{name}({', '.join(str(a) for a in args)})"

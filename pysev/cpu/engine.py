@@ -1,8 +1,12 @@
 """The execution engine: memory access paths, the translation cache and the run loop."""
 
+import struct
+import sys
+
 from decoder import CodeCache, disassemble
 from pysev.mem import PAGE_SHIFT, PAGE_MASK, PAGE_SIZE, UNPACK, PACK
 from pysev.mem.paging import walk, PageFault, ACCESS_READ, ACCESS_WRITE, ACCESS_FETCH
+from pysev.mem.paging import P as _P, A as _A, D as _D, G as _G, US as _US, RW as _RW
 
 from . import helpers
 from .faults import GuestFault, PF, GP, RepStep
@@ -10,27 +14,92 @@ from .state import CPUState
 from .system import SystemMixin, TripleFault, AC
 from .translate import BASE_NAMESPACE, MAX_BLOCK, translate
 
-# One template gives the fast accessors for every size: a software TLB hit
-# (a dict from linear page to host offset) inside one page goes straight to
-# the memoryview; anything else takes the slow path.
+# The software TLB: TLB_R and TLB_W map a linear page number to the delta from
+# a linear address in that page to its host offset in the memoryview MV
+# (host = lin + delta).  Only pages whose host offset is page aligned are
+# entered, so an aligned linear address is an aligned host offset and the
+# translated code may use the memoryview cast to words (MV2, MV4, MV8).
+#
+# One template gives the accessors helpers use for every size: a TLB hit
+# inside one page goes straight to the memoryview; anything else takes the
+# slow path.
 _ACCESS_TEMPLATE = '''
 def rd{n}(a):
     h = TLB_R.get(a >> 12)
-    if h is not None:
-        o = a & 0xfff
-        if o <= {last}:
-            return U{n}(MV, h + o)[0]
-    return SLOW_READ(a, {n})
+    if h is not None and (a & 0xfff) <= {last}:
+        return U{n}(MV, a + h)[0]
+    return SR{n}(a)
 
 def wr{n}(a, v):
     h = TLB_W.get(a >> 12)
-    if h is not None:
-        o = a & 0xfff
-        if o <= {last}:
-            P{n}(MV, h + o, v)
-            return
-    SLOW_WRITE(a, {n}, v)
+    if h is not None and (a & 0xfff) <= {last}:
+        P{n}(MV, a + h, v)
+        return
+    SW{n}(a, v)
 '''
+
+# A TLB miss inside one page first tries the paging-structure cache (4- and
+# 5-level paging): FPSC maps each 2 MiB of linear space whose page table a
+# walk has reached to (index of that page table in MV8, read mask, read
+# value, write mask, write value, frame mask).  When the PTE, masked, equals
+# the expected value, the walk would succeed without changing memory: the
+# entry is present and accessed (and dirty, for a write), has no reserved
+# bit set, and grants what this privilege level needs.  Then the TLB is
+# filled and the access made here; anything else takes the full walk.  The
+# masks hold the reserved bits whatever the C-bit, so SEV on and off do the
+# same work.
+_MISS_TEMPLATE = '''
+def SR{n}(a):
+    e = FPSC.get(a >> 21)
+    if e is not None{in_page}:
+        pte = MV8[e[0] + ((a >> 12) & 0x1ff)]
+        if pte & e[1] == e[2]:
+            page = (pte & e[5]) >> 12
+            h = WRITABLE.get(page)
+            p = a >> 12
+            if h is not None and not h & 0xfff:
+                h -= p << 12
+                TLB_R[p] = h
+                if pte & e[3] == e[4] and page not in CODE:
+                    TLB_W[p] = h
+                return {value}
+            h = READABLE.get(page)
+            if h is not None and not h & 0xfff:
+                h -= p << 12
+                TLB_R[p] = h
+                return {value}
+    return SLOW_READ(a, {n})
+
+def SW{n}(a, v):
+    e = FPSC.get(a >> 21)
+    if e is not None{in_page}:
+        pte = MV8[e[0] + ((a >> 12) & 0x1ff)]
+        if pte & e[3] == e[4]:
+            page = (pte & e[5]) >> 12
+            h = WRITABLE.get(page)
+            if h is not None and not h & 0xfff and page not in CODE:
+                p = a >> 12
+                h -= p << 12
+                TLB_W[p] = h
+                P{n}(MV, a + h, v)
+                return False
+    SLOW_WRITE(a, {n}, v)
+    return SMC[0]                   # it wrote to a page that holds translated code
+'''
+
+
+class _LittleEndianView:
+    """MV2/MV4/MV8 on a big-endian host: indexed by aligned element, little endian."""
+
+    def __init__(self, mv, size):
+        self.mv, self.size = mv, size
+        self.st = struct.Struct("<" + {2: "H", 4: "I", 8: "Q"}[size])
+
+    def __getitem__(self, i):
+        return self.st.unpack_from(self.mv, i * self.size)[0]
+
+    def __setitem__(self, i, value):
+        self.st.pack_into(self.mv, i * self.size, value)
 
 
 class EngineError(RuntimeError):
@@ -46,6 +115,7 @@ class CPU(CPUState, SystemMixin):
         self.tlb_w = {}
         self.tlb_global = set()
         self.pscache = {}             # paging-structure cache (see pysev.mem.paging.walk)
+        self.fpsc = {}                # its entries as masks for the TLB-miss fast path
         self._wok = [False]           # the last walk found the page dirty and writable
         self.fast_blocks = {}         # IP -> block for the current CS base and mode
         self.init_system()
@@ -71,11 +141,19 @@ class CPU(CPUState, SystemMixin):
         self.namespace.update(SMC=self.smc, SEL=self.seg_sel, SLO=self.seg_lo, SHI=self.seg_hi,
                               TLB_R=self.tlb_r,
                               TLB_W=self.tlb_w, SLOW_READ=self.slow_read,
-                              SLOW_WRITE=self.slow_write)
+                              SLOW_WRITE=self.slow_write, FPSC=self.fpsc,
+                              READABLE=mem.readable, WRITABLE=mem.writable,
+                              CODE=self.cache.by_page)
         for n in (1, 2, 4, 8):
             self.namespace[f"U{n}"] = UNPACK[n]
             self.namespace[f"P{n}"] = PACK[n]
-            exec(_ACCESS_TEMPLATE.format(n=n, last=PAGE_SIZE - n), self.namespace)
+            exec(compile(_ACCESS_TEMPLATE.format(n=n, last=PAGE_SIZE - n), "<tlb access>",
+                         "exec"), self.namespace)
+            in_page = f" and (a & 0xfff) <= {PAGE_SIZE - n}" if n > 1 else ""
+            value = ("MV[a + h]" if n == 1 else
+                     f"MV{n}[(a + h) >> {n.bit_length() - 1}] if not a & {n - 1} else U{n}(MV, a + h)[0]")
+            exec(compile(_MISS_TEMPLATE.format(n=n, in_page=in_page, value=value),
+                         "<tlb miss>", "exec"), self.namespace)
         self.namespace["rd16"] = self.read16
         self.namespace["wr16"] = self.write16
         mem.listeners.append(self._on_map_change)
@@ -83,7 +161,13 @@ class CPU(CPUState, SystemMixin):
 
     # ---- memory ------------------------------------------------------------------
     def _on_map_change(self):
-        self.namespace["MV"] = self.mem.mv
+        mv = self.mem.mv
+        ns = self.namespace
+        ns["MV"] = mv
+        usable = len(mv) & ~7
+        for n, fmt in ((2, "H"), (4, "I"), (8, "Q")):
+            ns[f"MV{n}"] = (mv[:usable].cast(fmt) if sys.byteorder == "little"
+                            else _LittleEndianView(mv, n))
         self.flush_tlb()
 
     def _on_new_code_page(self, page):
@@ -96,6 +180,7 @@ class CPU(CPUState, SystemMixin):
     def flush_tlb(self, everything=True):
         """Drop TLB entries: all, or (CR3 write) all but global pages."""
         self.pscache.clear()
+        self.fpsc.clear()
         if everything or not self.tlb_global:
             self.tlb_r.clear()
             self.tlb_w.clear()
@@ -135,7 +220,41 @@ class CPU(CPUState, SystemMixin):
             raise GuestFault(PF, pf.error_code, cr2=lin, detail=pf.reason) from None
         if glob and self.cr4 & 0x80 and not implicit:
             self.tlb_global.add(lin >> PAGE_SHIFT)
+        if cfg.levels >= 4 and (lin >> 21) not in self.fpsc:
+            self._fast_psc_entry(lin >> 21)
         return phys
+
+    def _fast_psc_entry(self, region):
+        """Turn the paging-structure cache entry for 2 MiB region `region` into the
+        masks of the TLB-miss fast path (SR1..SR8, SW1..SW8), for the current
+        privilege level and paging configuration; every flush drops them."""
+        up = self.pscache.get(region)
+        if up is None or not self.tlb_enabled or self.mem_hook is not None:
+            return
+        table, rw, us, _nx = up
+        host = self.mem.readable.get(table >> PAGE_SHIFT)
+        if host is None or host & PAGE_MASK:
+            return
+        cfg = self.paging
+        must = _P | _A | cfg.reserved         # present, accessed, no reserved bit
+        val = _P | _A
+        if self.cr4 & 0x80:
+            must |= _G                        # a global page must be recorded: full walk
+        if self.cpl == 3:
+            if not us:
+                return                        # every user access here faults
+            must |= _US
+            val |= _US
+        elif us and cfg.smap:
+            must |= _US                       # a user page: SMAP and EFLAGS.AC decide
+        wmust, wval = must | _D, val | _D
+        if self.cpl == 3 or cfg.wp:
+            if rw:
+                wmust |= _RW
+                wval |= _RW
+            else:
+                wmust, wval = 0, 1            # every write faults: never fast
+        self.fpsc[region] = (host >> 3, must, val, wmust, wval, cfg.frame)
 
     def slow_read(self, a, size):
         off = a & PAGE_MASK
@@ -153,11 +272,13 @@ class CPU(CPUState, SystemMixin):
         host = self.mem.readable.get(page)
         if host is not None:
             value = UNPACK[size](self.mem.mv, host + (phys & PAGE_MASK))[0]
-            if self.tlb_enabled:
-                self.tlb_r[a >> PAGE_SHIFT] = host
+            if self.tlb_enabled and not host & PAGE_MASK:
+                lpage = a >> PAGE_SHIFT
+                delta = host - (lpage << PAGE_SHIFT)
+                self.tlb_r[lpage] = delta
                 # a page the walk found dirty and writable can take writes at once
                 if wok[0] and page in self.mem.writable and not self.cache.is_code_page(page):
-                    self.tlb_w[a >> PAGE_SHIFT] = host
+                    self.tlb_w[lpage] = delta
         else:
             value = self.mem.read(phys, size)
         if self.mem_hook is not None:
@@ -194,8 +315,9 @@ class CPU(CPUState, SystemMixin):
         host = self.mem.writable.get(page)
         if host is not None:
             PACK[size](self.mem.mv, host + (phys & PAGE_MASK), value)
-            if self.tlb_enabled and lin is not None:
-                self.tlb_w[lin >> PAGE_SHIFT] = host
+            if self.tlb_enabled and lin is not None and not host & PAGE_MASK:
+                lpage = lin >> PAGE_SHIFT
+                self.tlb_w[lpage] = host - (lpage << PAGE_SHIFT)
         else:
             self.mem.write(phys, size, value)
 
@@ -248,7 +370,10 @@ class CPU(CPUState, SystemMixin):
         """The translated block starting at IP `ip` in the current mode (cached)."""
         lin = self.code_linear(ip)
         phys = self.linear_to_phys(lin, ACCESS_FETCH)
-        key = (phys, ip, self.seg_base[1], self.mode.key, max_insns, stop_at)
+        # (with a memory hook, whose callback may read the registers, loops keep
+        # them in cpu.regs: see translate._cached_registers)
+        hooked = self.mem_hook is not None
+        key = (phys, ip, self.seg_base[1], self.mode.key, max_insns, stop_at, hooked)
         blk = self.cache.get(key)
         if blk is None:
             in_page = lin & PAGE_MASK
@@ -262,7 +387,7 @@ class CPU(CPUState, SystemMixin):
                     self.linear_to_phys(self._fetch_fault_at, ACCESS_FETCH)
             blk = translate(code, ip - in_page, ip, self.mode, max_insns, ip + limit,
                             self.namespace, stop_at,
-                            truncated=self._fetch_fault_at is not None)
+                            truncated=self._fetch_fault_at is not None, cache_regs=not hooked)
             last = lin + (blk.end_ip - ip) - 1
             pages = {phys >> PAGE_SHIFT}
             if (last >> PAGE_SHIFT) != (lin >> PAGE_SHIFT):

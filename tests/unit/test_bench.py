@@ -203,11 +203,45 @@ def test_vivisect_wrong_result_shows_mismatch(capsys, monkeypatch):
 
 def test_default_plot_is_the_checkouts_results_svg(capsys, monkeypatch):
     calls = []
-    monkeypatch.setattr(bench, "bench", lambda *args: calls.append(args) or 0)
+    monkeypatch.setattr(bench, "bench", lambda *args, **kw: calls.append((args, kw)) or 0)
     assert cli.main(["bench", "--workload", "mem", "--engines", "unicorn,pysev"]) == 0
-    names, scale, repeat, engines, plot = calls[0]
+    (names, scale, repeat, engines, plot), kw = calls[0]
     assert (names, scale, repeat, engines) == (["mem"], 1.0, 1, ("pysev", "unicorn"))
     assert pathlib.Path(plot) == ROOT / "benchmarks" / "results.svg"
+    assert kw == {"firmware": None}             # one workload: no firmware boot
+    assert cli.main(["bench"]) == 0
+    assert calls[1][1] == {"firmware": "/usr/share/ovmf/OVMF.fd"}
+    assert cli.main(["bench", "--firmware", "none"]) == 0
+    assert calls[2][1] == {"firmware": None}
+
+
+def test_all_workloads_then_the_firmware(tmp_path, capsys):
+    """The full run boots OVMF after the table: the 64-bit check holds and the long run
+    runs exactly its (scaled) count."""
+    code, out, err = run_cli(capsys, "--scale", "0.001", "--engines", "pysev", "--plot", "")
+    assert code == 0, err
+    lines = [line for line in out.splitlines() if line.startswith("firmware: ")]
+    assert lines[0] == "firmware: /usr/share/ovmf/OVMF.fd"
+    assert re.fullmatch(r"firmware: reset vector to the first 64-bit instruction \(the "
+                        r"27,259th\): \d+\.\d{3} s, best of 3, machine creation and "
+                        r"translation included", lines[1])
+    assert re.fullmatch(r"firmware: long run: 30,000 instructions in \d+\.\d\d s = "
+                        r"[\d,]+ instructions/s; stopped \(count\) in 64-bit mode at "
+                        r"0018:[0-9a-f]+", lines[2])
+
+
+def test_firmware_checks_refuse_a_firmware_that_is_not_ovmf(tmp_path, capsys):
+    from benchmarks import firmware
+    halt = tmp_path / "halt.bin"
+    halt.write_bytes(bytes(0xFF0) + b"\xf4" + bytes(15))
+    assert firmware.report(str(halt), repeat=1, count=0) == 1
+    _out, err = capsys.readouterr()
+    assert err == ("firmware: check failed: the run ended (hlt) at instruction 1 in 16-bit "
+                   "mode, not at 27,258 in 64-bit mode: not OVMF's reset vector as expected\n")
+    assert firmware.report(str(tmp_path / "none.fd"), repeat=1, count=0) == 1
+    _out, err = capsys.readouterr()
+    assert err == (f"firmware: no firmware at {tmp_path / 'none.fd'} (Debian: apt-get "
+                   "install ovmf); skipped\n")
 
 
 @pytest.mark.parametrize("args, message", [

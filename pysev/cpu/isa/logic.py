@@ -6,6 +6,8 @@ from .. import flags as F
 _OPS = {"AND": "&", "OR": "|", "XOR": "^", "TEST": "&"}
 
 
+# Measured frequency rank 3 (XOR_RM64_R64, 8.1 %; with a memory destination
+# the load and the store take the inline memory fast path).
 @emits("AND", "OR", "XOR", "TEST")
 def logic(e, ins):
     dst, src = ins.ops

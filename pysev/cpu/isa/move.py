@@ -6,6 +6,9 @@ from ..emit import emits, mask_of
 from .. import flags as F
 
 
+# Measured frequency rank 6 (MOV_RM64_R64, 6.8 %) and 16-17 (MOV_RM8_R8,
+# MOV_R64_RM64): memory operands use the inline fast path of Emitter.load and
+# Emitter.store (a byte as MV[i], an aligned qword as MV8[i >> 3]).
 @emits("MOV")
 def mov(e, ins):
     dst, src = ins.ops

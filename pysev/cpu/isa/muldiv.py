@@ -17,6 +17,9 @@ def _acc(size):
     return Reg(0, size, False, "rax"), Reg(2, size, False, "rdx")
 
 
+# Measured frequency rank 5 (IMUL_R64_RM64, 7.6 %): the two- and three-operand
+# forms multiply once, unsigned, for the result (its low half is the signed
+# product's); the signed product for CF and OF is in the flag assignment only.
 @emits("MUL", "IMUL")
 def mul(e, ins):
     ops = ins.ops
@@ -52,11 +55,13 @@ def mul(e, ins):
         a, b = e.get(s1), e.get(s2)
     size = dst.size
     m = mask_of(size)
-    p, r = e.tmp(), e.tmp()
-    e.line(f"{p} = {_sx(a, size)} * {_sx(b, size)}")
-    e.line(f"{r} = {p} & {m:#x}")
+    r = e.tmp()
+    # the low half of the signed product is that of the unsigned one; the
+    # signed product itself is only needed for CF and OF, if they are live
+    e.line(f"{r} = ({a} * {b}) & {m:#x}")
     e.write(dst, r)
-    e.flags(F.MUL, size, a=f"(0 if {p} == {_sx(r, size)} else 1)", r=r)
+    e.flags(F.MUL, size, a=f"(0 if {_sx(a, size)} * {_sx(b, size)} == {_sx(r, size)} else 1)",
+            r=r)
 
 
 @emits("DIV", "IDIV")
