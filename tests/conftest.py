@@ -72,7 +72,9 @@ def _nasm_version():
 _NASM_VERSION = None
 
 
-def _parse_map(text):
+def parse_nasm_map(text, column="virtual"):
+    """{label: address} from a nasm map file's symbol table ("real" or "virtual" column)."""
+    group = {"real": 1, "virtual": 2}[column]
     labels = {}
     in_syms = False
     for line in text.splitlines():
@@ -82,7 +84,7 @@ def _parse_map(text):
         if in_syms:
             m = re.match(r"\s*([0-9A-Fa-f]+)\s+([0-9A-Fa-f]+)\s+(\S+)\s*$", line)
             if m:
-                labels[m.group(3)] = int(m.group(2), 16)
+                labels[m.group(3)] = int(m.group(group), 16)
     return labels
 
 
@@ -99,7 +101,7 @@ def assemble(src, mode=64, org=CODE):
         with open(cbin, "rb") as f:
             code = f.read()
         with open(cmap) as f:
-            labels = _parse_map(f.read())
+            labels = parse_nasm_map(f.read())
         return code, labels
     except OSError:
         pass
@@ -125,7 +127,7 @@ def assemble(src, mode=64, org=CODE):
             os.replace(tmpname, path)
     except OSError:  # pragma: no cover - read-only checkout
         pass
-    return code, _parse_map(maptext)
+    return code, parse_nasm_map(maptext)
 
 
 def labels(src, mode=64):

@@ -20,13 +20,14 @@ exception (see their docstrings); records(cpu) / faults(cpu) read the records
 back.  (nasm reads k0..k7 as AVX-512 mask registers: do not use them as labels.)
 """
 
+import functools
 import hashlib
 import os
-import re
 import subprocess
 import sys
 import tempfile
 
+from conftest import parse_nasm_map
 from pysev.cpu import CPU
 from pysev.mem import PhysMem
 
@@ -131,6 +132,41 @@ times 0x10000 - ($ - $$) db 0
 BITS = {"long": 64, "protected": 32, "real": 16}
 
 
+@functools.lru_cache(maxsize=None)
+def nasm(src):
+    """Assemble nasm source (flat binary); returns the bytes."""
+    with tempfile.TemporaryDirectory(prefix="pysev-bios-") as tmp:
+        asm, out = os.path.join(tmp, "bios.asm"), os.path.join(tmp, "bios.bin")
+        with open(asm, "w") as f:
+            f.write(src)
+        proc = subprocess.run(["nasm", "-f", "bin", "-w-all", "-o", out, asm],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        with open(out, "rb") as f:
+            return f.read()
+
+
+def hello_source(message):
+    """Real-mode code that prints *message* (a nasm db operand list) on COM1, writes
+    0x42 to the POST port and halts."""
+    return r"""
+    mov dx, 0x3f8
+    mov si, msg
+.loop:
+    mov al, [cs:si]
+    test al, al
+    jz .done
+    out dx, al
+    inc si
+    jmp .loop
+.done:
+    mov al, 0x42
+    out 0x80, al
+    cli
+    hlt
+msg: db """ + message + ", 0\n"
+
+
 def build(body, mode="long"):
     """Assemble PROLOGUE + body + EPILOGUE into a 64 KiB image (cached)."""
     return _assemble(body, mode)[0]
@@ -166,21 +202,7 @@ def _assemble(body, mode):
     with open(path, "rb") as f:
         image = f.read()
     with open(mpath) as f:
-        return image, _parse_map(f.read())
-
-
-def _parse_map(text):
-    found = {}
-    in_syms = False
-    for line in text.splitlines():
-        if line.startswith("Real") and "Name" in line:
-            in_syms = True
-            continue
-        if in_syms:
-            m = re.match(r"\s*([0-9A-Fa-f]+)\s+([0-9A-Fa-f]+)\s+(\S+)\s*$", line)
-            if m:
-                found[m.group(3)] = int(m.group(1), 16)
-    return found
+        return image, parse_nasm_map(f.read(), column="real")
 
 
 class SerialCapture:
@@ -252,6 +274,29 @@ align 16
 """
 
 
+def idt64_fill(cs=0x18, base=0x20000):
+    """Assembly that fills a 256-entry 64-bit IDT at `base` with interrupt gates to
+    `cs`, gate n pointing at idt_stub_0 + 16 * n (the stubs of stub_table)."""
+    return f"""
+    mov rdi, {base:#x}
+    mov rsi, idt_stub_0
+    mov ecx, 256
+.idt_fill:
+    mov rax, rsi
+    mov [rdi], ax
+    mov word [rdi+2], {cs:#x}
+    mov word [rdi+4], 0x8E00
+    shr rax, 16
+    mov [rdi+6], ax
+    shr rax, 16
+    mov [rdi+8], eax
+    mov dword [rdi+12], 0
+    add rdi, 16
+    add rsi, 16
+    loop .idt_fill
+"""
+
+
 def idt64(cs=0x18, base=0x20000, dpl3=(), ist=None):
     """(setup, stubs) assembly for a 256-entry 64-bit IDT of interrupt gates to `cs`.
 
@@ -269,23 +314,7 @@ def idt64(cs=0x18, base=0x20000, dpl3=(), ist=None):
     setup = f"""
     mov qword [{COUNT:#x}], 0
     mov qword [{RESUME_SP:#x}], 0x80000
-    mov rdi, {base:#x}
-    mov rsi, idt_stub_0
-    mov ecx, 256
-.idt_fill:
-    mov rax, rsi
-    mov [rdi], ax
-    mov word [rdi+2], {cs:#x}
-    mov word [rdi+4], 0x8E00
-    shr rax, 16
-    mov [rdi+6], ax
-    shr rax, 16
-    mov [rdi+8], eax
-    mov dword [rdi+12], 0
-    add rdi, 16
-    add rsi, 16
-    loop .idt_fill
-{tweaks}    lidt [idt_ptr]
+""" + idt64_fill(cs, base) + f"""{tweaks}    lidt [idt_ptr]
 """
     stubs = f"""
 idt_common:

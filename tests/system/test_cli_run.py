@@ -1,12 +1,9 @@
 """`pysev run`: the command line around pysev.Machine, run as a subprocess."""
 
-import functools
 import json
-import os
 import pathlib
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
@@ -14,25 +11,9 @@ from pysev.cpu.cpuid import get_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
-from sysboot import TOP_64K  # noqa: E402
+from sysboot import TOP_64K, hello_source, nasm  # noqa: E402
 
-HELLO = r"""
-    mov dx, 0x3f8
-    mov si, msg
-.loop:
-    mov al, [cs:si]
-    test al, al
-    jz .done
-    out dx, al
-    inc si
-    jmp .loop
-.done:
-    mov al, 0x42
-    out 0x80, al
-    cli
-    hlt
-msg: db "hello", 0
-"""
+HELLO = hello_source('"hello"')
 HELLO_INSNS = 40
 
 TRIPLE = r"""
@@ -42,20 +23,6 @@ TRIPLE = r"""
 null_idt: dw 0
           dd 0
 """
-
-
-@functools.lru_cache(maxsize=None)
-def nasm(src):
-    """Assemble nasm source (flat binary); returns the bytes."""
-    with tempfile.TemporaryDirectory(prefix="pysev-bios-") as tmp:
-        asm, out = os.path.join(tmp, "bios.asm"), os.path.join(tmp, "bios.bin")
-        with open(asm, "w") as f:
-            f.write(src)
-        proc = subprocess.run(["nasm", "-f", "bin", "-w-all", "-o", out, asm],
-                              capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-        with open(out, "rb") as f:
-            return f.read()
 
 
 def pysev(*args, cwd=ROOT):

@@ -1,31 +1,15 @@
 """Exceptions delivered through a 64-bit IDT: vectors, error codes, CR2, saved RIP; triple fault."""
 
 
-from sysboot import boot, stub_table
+from sysboot import boot, idt64_fill, stub_table
 
 RESULTS = 0x30000
 COUNT = 0x2FFF0
 RESUME = 0x2FFF8
 
-IDT_SETUP = r"""
+IDT_SETUP = """
     mov qword [0x2FFF0], 0
-    mov rdi, 0x20000
-    mov rsi, idt_stub_0
-    mov ecx, 256
-.idt:
-    mov rax, rsi
-    mov [rdi], ax
-    mov word [rdi+2], 0x18
-    mov word [rdi+4], 0x8E00
-    shr rax, 16
-    mov [rdi+6], ax
-    shr rax, 16
-    mov [rdi+8], eax
-    mov dword [rdi+12], 0
-    add rdi, 16
-    add rsi, 16
-    loop .idt
-    lidt [idt_ptr]
+""" + idt64_fill(cs=0x18, base=0x20000) + """    lidt [idt_ptr]
 """
 
 STUBS = r"""

@@ -1,11 +1,8 @@
 """pysev.Machine: the memory map, firmware loading, options, devices, reset, traces."""
 
-import functools
 import io
 import json
 import os
-import subprocess
-import tempfile
 import types
 
 import pytest
@@ -18,25 +15,9 @@ from pysev.machine import memory_layout, parse_args, ram_split
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 FOUR_GIB = 1 << 32
 
-from sysboot import TOP_64K  # noqa: E402
+from sysboot import TOP_64K, hello_source, nasm  # noqa: E402
 
-HELLO = r"""
-    mov dx, 0x3f8
-    mov si, msg
-.loop:
-    mov al, [cs:si]
-    test al, al
-    jz .done
-    out dx, al
-    inc si
-    jmp .loop
-.done:
-    mov al, 0x42
-    out 0x80, al
-    cli
-    hlt
-msg: db "hello", 10, 0
-"""
+HELLO = hello_source('"hello", 10')
 HELLO_INSNS = 46            # reset-vector jmp, 2 movs, 6 x 6 loop instructions, 4 + 3 at the end
 
 # sets up an empty IVT limit and takes #BP: #GP, #DF, then a triple fault
@@ -65,20 +46,6 @@ DEBUGCON = r"""
     out dx, al
     hlt
 """
-
-
-@functools.lru_cache(maxsize=None)
-def nasm(src):
-    """Assemble nasm source (flat binary); returns the bytes."""
-    with tempfile.TemporaryDirectory(prefix="pysev-bios-") as tmp:
-        asm, out = os.path.join(tmp, "bios.asm"), os.path.join(tmp, "bios.bin")
-        with open(asm, "w") as f:
-            f.write(src)
-        proc = subprocess.run(["nasm", "-f", "bin", "-w-all", "-o", out, asm],
-                              capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-        with open(out, "rb") as f:
-            return f.read()
 
 
 def bios(code, size=0x10000, fill=0):
