@@ -13,7 +13,7 @@ down, a text's y is its baseline.
 
 from dataclasses import dataclass, field
 
-from pysev.teach.walk import error_code_text
+from pysev.teach.walk import encryption, error_code_text
 
 WIDTH = 960
 MARGIN = 20
@@ -172,8 +172,7 @@ def _outcome(expl):
                 f"{expl.reason}"), COLORS["fault"]
     if expl.fault:
         return f"{expl.fault}: {expl.reason}", COLORS["fault"]
-    return (f"physical {expl.physical:#x} ({'private' if expl.private else 'shared'})",
-            COLORS["ok"])
+    return f"physical {expl.physical:#x} ({encryption(expl)})", COLORS["ok"]
 
 
 def layout(expl):

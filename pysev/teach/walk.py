@@ -229,6 +229,14 @@ def format_text(expl):
     elif expl.fault:
         out.append(f"-> {expl.fault} error code {expl.error_code:#x} ({expl.reason})")
     else:
-        out.append(f"-> physical {expl.physical:#x} "
-                   f"({'private' if expl.private else 'shared'})")
+        out.append(f"-> physical {expl.physical:#x} ({encryption(expl)})")
     return "\n".join(out)
+
+
+def encryption(expl):
+    """How the page a successful walk reached is seen: "private" (the C-bit: encrypted
+    with the guest's key), "shared", or, with no C-bit in this paging configuration,
+    "no SEV: not encrypted"."""
+    if expl.c_bit_pos is None:
+        return "no SEV: not encrypted"
+    return "private" if expl.private else "shared"

@@ -425,7 +425,7 @@ def test_walk_over_qmp_of_a_live_qemu(tmp_path):
         "PD: table 0x805000 index 511 -> entry at 0x805ff8 = 0x00000000ffe000e3",
         "    P=1 RW=1 US=0 PWT=0 PCD=0 A=1 D=1 PS=1 G=0 NX=0",
         "    page frame 0xffe00000 (2 MiB page)",
-        "-> physical 0xfffff000 (shared)",
+        "-> physical 0xfffff000 (no SEV: not encrypted)",
     ]
 
 

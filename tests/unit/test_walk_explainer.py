@@ -46,7 +46,7 @@ def test_four_level_4k(c):
     assert pt.fields["P"] and pt.fields["RW"] and not pt.fields["US"] and not pt.fields["NX"]
     assert all(not lvl.reserved_bits for lvl in expl.levels)
     assert format_text(expl).splitlines()[-1] == \
-        f"-> physical 0x5123 ({'private' if c else 'shared'})"
+        f"-> physical 0x5123 ({'private' if c else 'no SEV: not encrypted'})"
 
 
 def test_four_level_2m_exact_text():
@@ -246,5 +246,5 @@ def test_cli_ovmf_64bit(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert "4-level paging, CR3 0x800000, VA 0xfffff000 (read, supervisor)" in out
     assert "    page frame 0xffe00000 (2 MiB page)" in out
-    assert out[-1] == "-> physical 0xfffff000 (shared)"
+    assert out[-1] == "-> physical 0xfffff000 (no SEV: not encrypted)"
     assert len(groups(ET.parse(svg).getroot(), "level")) == 3
