@@ -204,19 +204,11 @@ def _sev_state(sev):
 
 
 def _memory_pages(mem):
-    used = mem.used
-    data = mem.array[:used]
-    whole = used // PAGE * PAGE
-    pages = data[:whole].reshape(-1, PAGE)
+    """(numbers of the non-zero 4 KiB pages, those pages' bytes).  RAM and ROM regions
+    are whole pages (PhysMem refuses others), so the host array is too."""
+    pages = mem.array[:mem.used].reshape(-1, PAGE)
     nonzero = np.flatnonzero(pages.any(axis=1)).astype(np.uint32)
-    blob = pages[nonzero].tobytes()
-    if whole != used:                           # never for page-aligned maps; kept exact anyway
-        tail = data[whole:]
-        if tail.any():
-            nonzero = np.append(nonzero, np.uint32(whole // PAGE))
-            blob += bytes(tail) + bytes(PAGE - len(tail))
-    return nonzero, blob
-
+    return nonzero, pages[nonzero].tobytes()
 
 
 # ---- checking a loaded snapshot.json ---------------------------------------------------------
@@ -367,21 +359,13 @@ def _restore_memory(machine, files):
     blob = np.frombuffer(files["memory.bin"], dtype=np.uint8)
     if len(blob) != len(pages) * PAGE:
         raise ValueError("memory: page data does not match the page list")
-    used = mem.used
-    if len(pages) and (int(pages.max()) + 1) * PAGE > -(-used // PAGE) * PAGE:
+    view = mem.array[:mem.used].reshape(-1, PAGE)
+    if len(pages) and int(pages.max()) >= len(view):
         raise ValueError("memory: a page lies outside the machine's memory")
-    whole = used // PAGE * PAGE
-    view = mem.array[:whole].reshape(-1, PAGE)
     # clear what the new machine loaded (ROM, tables) but only where it did: writing
     # every page would make the host commit all of guest RAM
     view[np.flatnonzero(view.any(axis=1))] = 0
-    mem.array[whole:used] = 0
-    inside = pages < whole // PAGE
-    view[pages[inside]] = blob.reshape(-1, PAGE)[inside]
-    for n in np.flatnonzero(~inside):
-        mem.array[whole:used] = blob[n * PAGE:n * PAGE + used - whole]
-    machine.cpu.cache.clear()                   # nothing ran yet; kept for safety
-    machine.cpu.flush_tlb()
+    view[pages] = blob.reshape(-1, PAGE)
 
 
 def _restore_cpu(cpu, saved):
@@ -402,9 +386,8 @@ def _restore_cpu(cpu, saved):
     cpu.seed_random(None if random is None else random["seed"])
     if random is not None:
         cpu.rng.setstate(_tuples(random["state"]))
-    cpu.update_paging()
+    cpu.update_paging()                         # also empties the TLBs the new memory made stale
     cpu.set_mode(*saved["mode"])
-    cpu.flush_tlb()
 
 
 def _restore_devices(machine, saved):
